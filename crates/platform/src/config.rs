@@ -1,0 +1,248 @@
+//! Layered configuration: defaults, then `metatron.toml`, then `METATRON_*` environment
+//! variables, then command-line flags. Unknown or invalid settings fail at start with a
+//! message naming the setting (every settings struct denies unknown fields).
+//!
+//! Environment variables map onto the file's sections by prefix: `METATRON_PORT` is `port`,
+//! `METATRON_AUTH_DATABASE_URL` is `[auth.database] url`, `METATRON_HTTP_BODY_LIMIT_BYTES` is
+//! `[http] body_limit_bytes`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Loads a settings tree from the layers. `sections` lists the nested tables of the tree
+/// (longest first, dotted, e.g. `auth.database`) so environment variables can be mapped onto
+/// them; `overrides` are the command-line flags that were given.
+pub fn load<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&Path>,
+    sections: &[&str],
+    overrides: impl Provider,
+) -> Result<T, String> {
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = file {
+        if file.exists() {
+            figment = figment.merge(Toml::file(file));
+        }
+    }
+    let mut sections: Vec<String> = sections.iter().map(|s| s.to_string()).collect();
+    sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    figment = figment
+        .merge(Env::prefixed("METATRON_").map(move |key| env_key_to_path(key.as_str(), &sections).into()))
+        .merge(overrides);
+    figment.extract::<T>().map_err(describe_error)
+}
+
+/// `auth_database_url` with section `auth.database` becomes `auth.database.url`.
+fn env_key_to_path(key: &str, sections: &[String]) -> String {
+    let key = key.to_ascii_lowercase();
+    for section in sections {
+        let prefix = format!("{}_", section.replace('.', "_"));
+        if let Some(rest) = key.strip_prefix(&prefix) {
+            return format!("{section}.{rest}");
+        }
+    }
+    key
+}
+
+fn describe_error(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if path.is_empty() {
+                format!("invalid setting{source}: {}", e.kind)
+            } else {
+                format!("invalid setting `{path}`{source}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Command-line flags as a figment layer: only the flags that were given override.
+#[derive(Debug, Default)]
+pub struct Overrides(Dict);
+
+impl Overrides {
+    /// An empty set of overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` (dotted path) to `value` when the flag was given.
+    pub fn set(mut self, key: &str, value: Option<impl Serialize>) -> Self {
+        if let Some(value) = value {
+            if let Ok(value) = figment::value::Value::serialize(value) {
+                let mut parts = key.rsplit('.');
+                let leaf = parts.next().unwrap_or(key);
+                let mut entry = Dict::new();
+                entry.insert(leaf.to_string(), value);
+                let nested = parts.fold(entry, |inner, part| {
+                    let mut outer = Dict::new();
+                    outer.insert(part.to_string(), inner.into());
+                    outer
+                });
+                merge_dict(&mut self.0, nested);
+            }
+        }
+        self
+    }
+}
+
+fn merge_dict(into: &mut Dict, from: Dict) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(figment::value::Value::Dict(_, a)), figment::value::Value::Dict(_, b)) => {
+                merge_dict(a, b)
+            }
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Provider for Overrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line flags")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
+    }
+}
+
+/// Database settings of one service (`[<service>.database]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://...` or `postgres://...`; default `sqlite://<data_dir>/<service>.db`.
+    /// A PostgreSQL URL may carry `?schema=NAME` to keep the service in its own schema.
+    pub url: Option<String>,
+    /// Pool size; defaults to `[database] max_connections`.
+    pub max_connections: Option<u32>,
+}
+
+/// Settings shared by every service's pool (`[database]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolDefaults {
+    /// Maximum connections per service pool (readers, on SQLite).
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing with 503.
+    pub acquire_timeout_ms: u64,
+    /// SQLite `busy_timeout`: how long a statement waits on a lock held by another process.
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl Default for PoolDefaults {
+    fn default() -> Self {
+        PoolDefaults {
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Limits of the HTTP edge (`[http]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest accepted request body; larger ones answer 413.
+    pub body_limit_bytes: usize,
+    /// A request still running after this answers 503 `request_timeout`.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Tree {
+        port: u16,
+        data_dir: String,
+        auth: Auth,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Auth {
+        ttl: u32,
+        database: DatabaseSettings,
+    }
+
+    impl PartialEq for DatabaseSettings {
+        fn eq(&self, other: &Self) -> bool {
+            self.url == other.url && self.max_connections == other.max_connections
+        }
+    }
+
+    const SECTIONS: &[&str] = &["auth", "auth.database"];
+
+    #[test]
+    fn layers_apply_in_order_flags_env_file_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "port = 1\ndata_dir = \"file\"\n[auth]\nttl = 5\n")?;
+            jail.set_env("METATRON_PORT", "2");
+            jail.set_env("METATRON_AUTH_DATABASE_URL", "postgres://x/y");
+            let tree: Tree = load(
+                Some(Path::new("m.toml")),
+                SECTIONS,
+                Overrides::new().set("port", Some(3u16)).set("auth.ttl", None::<u32>),
+            )
+            .map_err(figment::Error::from)?;
+            assert_eq!(tree.port, 3, "flag beats env and file");
+            assert_eq!(tree.data_dir, "file", "file beats defaults");
+            assert_eq!(tree.auth.ttl, 5, "an absent flag does not override");
+            assert_eq!(tree.auth.database.url.as_deref(), Some("postgres://x/y"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_settings_fail_naming_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METATRON_PROT", "2");
+            let err = load::<Tree>(None, SECTIONS, Overrides::new()).expect_err("must fail");
+            assert!(err.contains("prot"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METATRON_PORT", "many");
+            let err = load::<Tree>(None, SECTIONS, Overrides::new()).expect_err("must fail");
+            assert!(err.contains("`port`"), "{err}");
+            Ok(())
+        });
+    }
+}

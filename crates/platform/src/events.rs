@@ -1,0 +1,366 @@
+//! Events (rule 5): every change that matters is written to the service's outbox in the
+//! same transaction as the change, delivered at least once and in order by a relay, and
+//! applied once by each consumer (dedup by event id in the consumer's own transaction).
+//!
+//! In the all-in-one topology the relay hands events to an in-process [`Bus`]; the relay
+//! wakes on commit ([`Outbox::notify`]) and polls as a fallback for rows written by other
+//! processes (e.g. `metatron admin create` while the server runs).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+use tokio::sync::{Mutex, Notify};
+
+use crate::db::Db;
+use crate::ids::{new_id, Timestamp};
+
+/// Who did something and through which request; carried by every event into the audit log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Actor {
+    /// User or admin id; `None` for the system itself.
+    pub id: Option<String>,
+    /// `superadmin`, `admin`, `user`, or `system`.
+    pub role: String,
+    /// Display name (user name or email) for the audit trail.
+    pub name: Option<String>,
+    /// Request id of the HTTP request that caused the change.
+    pub request_id: Option<String>,
+    /// Client IP address.
+    pub ip: Option<String>,
+}
+
+impl Actor {
+    /// The platform itself (seeding, background tasks, CLI).
+    pub fn system(what: &str) -> Self {
+        Actor {
+            id: None,
+            role: "system".into(),
+            name: Some(what.to_string()),
+            request_id: None,
+            ip: None,
+        }
+    }
+}
+
+/// One event as it travels between services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// UUIDv7; consumers dedup by it.
+    pub id: String,
+    /// Emitting service, e.g. `auth`.
+    pub source: String,
+    /// Dotted type, e.g. `auth.user.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Tenant the change belongs to; `None` for platform-level changes.
+    pub tenant_id: Option<String>,
+    /// Id of the entity that changed; events of one aggregate are delivered in order.
+    pub aggregate_id: String,
+    /// Who caused it.
+    pub actor: Actor,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// Type-specific payload: ids and changed field names, never secrets.
+    pub data: Value,
+}
+
+impl Event {
+    /// A new event of `event_type` from `source` about `aggregate_id`.
+    pub fn new(
+        source: &str,
+        event_type: &str,
+        tenant_id: Option<&str>,
+        aggregate_id: &str,
+        actor: &Actor,
+        data: Value,
+    ) -> Self {
+        Event {
+            id: new_id(),
+            source: source.to_string(),
+            event_type: event_type.to_string(),
+            tenant_id: tenant_id.map(str::to_string),
+            aggregate_id: aggregate_id.to_string(),
+            actor: actor.clone(),
+            occurred_at: Timestamp::now(),
+            data,
+        }
+    }
+}
+
+/// Writes `event` to the outbox inside the caller's transaction.
+pub async fn record(conn: &mut AnyConnection, event: &Event) -> Result<(), sqlx::Error> {
+    let envelope = serde_json::to_string(event)
+        .map_err(|e| sqlx::Error::Protocol(format!("event encoding: {e}")))?;
+    sqlx::query(
+        "INSERT INTO outbox (id, aggregate_id, event_type, envelope, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&event.id)
+    .bind(&event.aggregate_id)
+    .bind(&event.event_type)
+    .bind(envelope)
+    .bind(event.occurred_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A consumer's failure to apply an event; the event is redelivered later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError(e.to_string())
+    }
+}
+
+/// A consumer of events.
+#[async_trait]
+pub trait EventHandler: Send + Sync {
+    /// Stable consumer name, the dedup key together with the event id.
+    fn name(&self) -> &'static str;
+    /// Whether this consumer wants events of this type.
+    fn wants(&self, event_type: &str) -> bool;
+    /// Applies the event; must be idempotent (use [`begin_once`]).
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError>;
+}
+
+/// Begins a transaction that applies `event` for `consumer`, or `None` when that consumer
+/// already applied it. The dedup row commits or rolls back with the effect.
+pub async fn begin_once(
+    db: &Db,
+    consumer: &str,
+    event: &Event,
+) -> Result<Option<Transaction<'static, Any>>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(&event.id)
+    .bind(Timestamp::now().millis())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    Ok(Some(tx))
+}
+
+/// The in-process event bus: delivers each event to every interested handler.
+#[derive(Default)]
+pub struct Bus {
+    handlers: RwLock<Vec<Arc<dyn EventHandler>>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// An empty bus.
+    pub fn new() -> Arc<Bus> {
+        Arc::new(Bus::default())
+    }
+
+    /// Adds a consumer.
+    pub fn subscribe(&self, handler: Arc<dyn EventHandler>) {
+        if let Ok(mut handlers) = self.handlers.write() {
+            handlers.push(handler);
+        }
+    }
+
+    /// Delivers `event` to every interested handler; fails if any of them fails.
+    pub async fn publish(&self, event: &Event) -> Result<(), HandlerError> {
+        let handlers: Vec<Arc<dyn EventHandler>> = match self.handlers.read() {
+            Ok(h) => h.iter().filter(|h| h.wants(&event.event_type)).cloned().collect(),
+            Err(_) => return Err(HandlerError("event bus poisoned".into())),
+        };
+        for handler in handlers {
+            handler.handle(event).await.map_err(|e| {
+                HandlerError(format!("{} failed on {}: {}", handler.name(), event.event_type, e.0))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A service's outbox and its relay to the bus.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    db: Db,
+    bus: Arc<Bus>,
+    wake: Arc<Notify>,
+    delivering: Arc<Mutex<()>>,
+}
+
+const BATCH: i64 = 256;
+
+impl Outbox {
+    /// The outbox of `db`, relaying to `bus`.
+    pub fn new(db: Db, bus: Arc<Bus>) -> Self {
+        Outbox {
+            db,
+            bus,
+            wake: Arc::new(Notify::new()),
+            delivering: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Wakes the relay; call after committing a transaction that recorded events.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Delivers every pending event now and returns when done (or on the first failure,
+    /// which keeps the remaining events, in order, for the next attempt). A caller that
+    /// needs its own committed events applied everywhere before answering calls this.
+    pub async fn flush(&self) -> Result<usize, HandlerError> {
+        let _only_one = self.delivering.lock().await;
+        let mut delivered = 0;
+        loop {
+            let rows = sqlx::query("SELECT id, envelope FROM outbox ORDER BY id LIMIT $1")
+                .bind(BATCH)
+                .fetch_all(self.db.reader())
+                .await?;
+            if rows.is_empty() {
+                return Ok(delivered);
+            }
+            for row in &rows {
+                let id: String = row.try_get("id")?;
+                let envelope: String = row.try_get("envelope")?;
+                let outcome = match serde_json::from_str::<Event>(&envelope) {
+                    Ok(event) => self.bus.publish(&event).await,
+                    // An undecodable row can never be delivered; dropping it keeps the
+                    // rest of the outbox moving, and it is logged for the operator.
+                    Err(e) => {
+                        tracing::error!(event_id = %id, error = %e, "dropping undecodable outbox row");
+                        Ok(())
+                    }
+                };
+                if let Err(e) = outcome {
+                    sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *self.db.begin().await?)
+                        .await?;
+                    return Err(e);
+                }
+                let mut tx = self.db.begin().await?;
+                sqlx::query("DELETE FROM outbox WHERE id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                delivered += 1;
+            }
+        }
+    }
+
+    /// Runs the relay until the task is aborted: delivers on every wake-up, and polls every
+    /// `poll` for rows committed by other processes. Failed deliveries back off up to 5 s.
+    pub fn spawn_relay(&self, poll: Duration) -> tokio::task::JoinHandle<()> {
+        let outbox = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match outbox.flush().await {
+                    Ok(_) => {
+                        backoff = Duration::from_millis(50);
+                        tokio::select! {
+                            _ = outbox.wake.notified() => {}
+                            _ = tokio::time::sleep(poll) => {}
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = outbox.db.service(), error = %e.0, "event delivery failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DatabaseSettings, PoolDefaults};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting {
+        db: Db,
+        seen: AtomicUsize,
+        fail_first: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl EventHandler for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn wants(&self, event_type: &str) -> bool {
+            event_type.starts_with("test.")
+        }
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            if self.fail_first.load(Ordering::SeqCst) > 0 {
+                self.fail_first.fetch_sub(1, Ordering::SeqCst);
+                return Err(HandlerError("transient".into()));
+            }
+            if let Some(tx) = begin_once(&self.db, self.name(), event).await? {
+                tx.commit().await?;
+                self.seen.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    }
+
+    async fn db(dir: &tempfile::TempDir) -> Db {
+        let url = crate::db::database_url("t", &DatabaseSettings::default(), dir.path());
+        let db = Db::connect("t", &url, None, &PoolDefaults::default())
+            .await
+            .expect("connect");
+        db.migrate(&[]).await.expect("migrate");
+        db
+    }
+
+    #[tokio::test]
+    async fn delivers_in_order_once_and_survives_a_failing_consumer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = db(&dir).await;
+        let bus = Bus::new();
+        let handler = Arc::new(Counting {
+            db: db.clone(),
+            seen: AtomicUsize::new(0),
+            fail_first: AtomicUsize::new(1),
+        });
+        bus.subscribe(handler.clone());
+        let outbox = Outbox::new(db.clone(), bus.clone());
+        let event = Event::new("t", "test.thing", None, "a1", &Actor::system("test"), Value::Null);
+        let mut tx = db.begin().await.expect("begin");
+        record(&mut tx, &event).await.expect("record");
+        record(&mut tx, &Event::new("t", "other.thing", None, "a1", &Actor::system("t"), Value::Null))
+            .await
+            .expect("record");
+        tx.commit().await.expect("commit");
+
+        assert!(outbox.flush().await.is_err(), "first delivery fails");
+        assert_eq!(db.count_rows("outbox").await.expect("count"), 2, "nothing lost");
+        assert_eq!(outbox.flush().await.expect("retry"), 2);
+        assert_eq!(db.count_rows("outbox").await.expect("count"), 0);
+        // A redelivery of the same event (at-least-once) has no second effect.
+        bus.publish(&event).await.expect("redeliver");
+        assert_eq!(handler.seen.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,309 @@
+//! The HTTP edge every service shares: request ids, body limits, JSON-only errors, request
+//! timeouts, panic containment, and the extractors that turn bad input into 4xx JSON.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::HttpSettings;
+use crate::error::ApiError;
+
+/// Header carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A JSON request body: requires `Content-Type: application/json`, answers malformed JSON
+/// with 400 and wrong or unknown fields with 422 (write types deny unknown fields), and
+/// serializes responses as JSON.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses a JSON document, mapping errors the way [`Json`] answers them.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body does not match the expected shape: {e}"),
+            ),
+            _ => ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")),
+        }
+    })
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body exceeds the size limit",
+        )
+    } else {
+        ApiError::bad_request("unreadable_body", "the request body could not be read")
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Query parameters, answering bad ones with 400 JSON.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Path parameters, answering bad ones with 400 JSON.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// Reads the optimistic-concurrency precondition: `If-Match: "<version>"` (or `W/"..."`).
+pub fn if_match_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be an ETag from this API"))
+}
+
+/// The `ETag` of a resource version.
+pub fn etag(version: i64) -> (header::HeaderName, HeaderValue) {
+    let value = HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""));
+    (header::ETAG, value)
+}
+
+/// Wraps a router with the shared edge: request ids, tracing, body limit, timeout, panic
+/// containment, and JSON answers for unknown routes and methods.
+pub fn edge(router: Router, settings: &HttpSettings) -> Router {
+    let timeout = settings.request_timeout();
+    router
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn(json_errors))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked", "panic").into_response()
+        }))
+        .layer(middleware::from_fn(request_id_and_trace))
+}
+
+async fn with_timeout(timeout: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request took too long and was abandoned",
+        )
+        .into_response(),
+    }
+}
+
+/// Turns axum's plain-text rejections (405 and similar) into the JSON error format.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed here"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body exceeds the size limit"),
+        StatusCode::NOT_FOUND => ("not_found", "not found"),
+        s if s.is_server_error() => ("internal_error", "an internal error occurred"),
+        _ => ("bad_request", "the request could not be processed"),
+    };
+    let mut error = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        error.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    error
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+}
+
+async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
+    let id = match req.headers().get(REQUEST_ID) {
+        Some(v) if valid_request_id(v) => v.clone(),
+        _ => HeaderValue::from_str(&crate::ids::new_id()).unwrap_or(HeaderValue::from_static("invalid")),
+    };
+    req.headers_mut().insert(REQUEST_ID, id.clone());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id.to_str().unwrap_or_default(),
+        %method,
+        %path
+    );
+    let started = std::time::Instant::now();
+    let mut response = {
+        let _enter = span.enter();
+        drop(_enter);
+        tracing::Instrument::instrument(next.run(req), span.clone()).await
+    };
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(status, duration_us = started.elapsed().as_micros() as u64, "request finished")
+    });
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (up to the caller's grace period, enforced by the caller's runtime).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    #[derive(serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct Input {
+        name: String,
+    }
+
+    fn app() -> Router {
+        let settings = HttpSettings {
+            body_limit_bytes: 64,
+            ..HttpSettings::default()
+        };
+        edge(
+            Router::new().route("/echo", post(|Json(i): Json<Input>| async move { Json(i) })),
+            &settings,
+        )
+    }
+
+    async fn call(req: axum::http::Request<Body>) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
+        let response = app().oneshot(req).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or_default(), headers)
+    }
+
+    fn post_json(body: &str, content_type: &str) -> axum::http::Request<Body> {
+        axum::http::Request::post("/echo")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn bad_input_answers_json_errors() {
+        let cases = [
+            (post_json("{", "application/json"), StatusCode::BAD_REQUEST, "malformed_json"),
+            (post_json(r#"{"name":1}"#, "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            (post_json(r#"{"name":"a","x":1}"#, "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            (post_json(r#"{"name":"a"}"#, "text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            (post_json(&format!(r#"{{"name":"{}"}}"#, "a".repeat(100)), "application/json"), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            (axum::http::Request::get("/echo").body(Body::empty()).expect("req"), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (axum::http::Request::get("/nope").body(Body::empty()).expect("req"), StatusCode::NOT_FOUND, "not_found"),
+        ];
+        for (req, status, code) in cases {
+            let (got, body, headers) = call(req).await;
+            assert_eq!(got, status, "{body}");
+            assert_eq!(body["error"]["code"], code, "{body}");
+            assert!(headers.contains_key(REQUEST_ID));
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_a_valid_request_id_and_replaces_a_bad_one() {
+        let mut req = post_json(r#"{"name":"a"}"#, "application/json");
+        req.headers_mut().insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        let (status, _, headers) = call(req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[REQUEST_ID], "abc-123");
+        let mut req = post_json(r#"{"name":"a"}"#, "application/json");
+        req.headers_mut().insert(REQUEST_ID, HeaderValue::from_static("bad id <script>"));
+        let (_, _, headers) = call(req).await;
+        assert_ne!(headers[REQUEST_ID], "bad id <script>");
+    }
+}

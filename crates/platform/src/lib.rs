@@ -1,0 +1,22 @@
+//! The Metatron kernel: what every service stands on.
+//!
+//! Configuration layering, one database per service, the JSON error format, the HTTP edge
+//! (request ids, limits, timeouts), the authenticated caller and its tenant scope, access
+//! token signing and verification, password hashing, and the transactional outbox with its
+//! in-process event bus. Service crates depend on this crate and never on each other.
+
+pub mod caller;
+pub mod config;
+pub mod db;
+pub mod directory;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod ids;
+pub mod page;
+pub mod password;
+pub mod service;
+pub mod tenants;
+pub mod token;
+
+pub use error::{ApiError, ApiResult};
