@@ -83,7 +83,8 @@ pub struct Db {
     reader: AnyPool,
 }
 
-fn install_drivers() {
+/// Registers the SQLite and PostgreSQL drivers with sqlx's `Any` (once per process).
+pub fn install_drivers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(sqlx::any::install_default_drivers);
 }

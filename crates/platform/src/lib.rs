@@ -17,6 +17,8 @@ pub mod page;
 pub mod password;
 pub mod service;
 pub mod tenants;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 
 pub use error::{ApiError, ApiResult};
