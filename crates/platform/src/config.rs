@@ -184,6 +184,8 @@ impl HttpSettings {
 }
 
 #[cfg(test)]
+// figment::Jail's closures must return figment::Error, which is large by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

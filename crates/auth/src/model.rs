@@ -1,0 +1,172 @@
+//! Domain types of the auth service and their validation.
+
+use platform::caller::Role;
+use platform::ApiError;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// A normalised (trimmed, lowercased) email address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Parses an address: one `@`, a non-empty local part, a dotted domain, at most 254
+    /// characters, no whitespace.
+    pub fn parse(raw: &str) -> Result<Email, ApiError> {
+        let email = raw.trim().to_lowercase();
+        let invalid = || ApiError::validation("email", "must be an email address like name@example.com");
+        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+        if local.is_empty()
+            || domain.contains('@')
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+        {
+            return Err(invalid());
+        }
+        Ok(Email(email))
+    }
+
+    /// The normalised text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Longest password accepted, in bytes (bounds hashing work per request).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Shortest password accepted for new passwords.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// A new password that meets the policy.
+#[derive(Debug, Clone)]
+pub struct NewPassword(SecretString);
+
+impl NewPassword {
+    /// Checks the policy: 8 characters or more, at most 1 KiB.
+    pub fn parse(field: &str, raw: &SecretString) -> Result<NewPassword, ApiError> {
+        let text = raw.expose_secret();
+        if text.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(ApiError::validation(field, format!("must have at least {MIN_PASSWORD_CHARS} characters")));
+        }
+        if text.len() > MAX_PASSWORD_BYTES {
+            return Err(ApiError::validation(field, format!("must be at most {MAX_PASSWORD_BYTES} bytes")));
+        }
+        Ok(NewPassword(raw.clone()))
+    }
+
+    /// The demo data's well-known passwords, which predate the policy. Only the demo seed
+    /// uses this.
+    pub fn demo(raw: &str) -> NewPassword {
+        NewPassword(SecretString::from(raw))
+    }
+
+    /// The secret.
+    pub fn secret(&self) -> &SecretString {
+        &self.0
+    }
+}
+
+/// Role of a tenant user (the superadmin is not a tenant user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    /// Manages the tenant's users and settings.
+    Admin,
+    /// Uses the tenant's services.
+    User,
+}
+
+impl UserRole {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        self.role().as_str()
+    }
+
+    /// As a platform role.
+    pub fn role(self) -> Role {
+        match self {
+            UserRole::Admin => Role::Admin,
+            UserRole::User => Role::User,
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<UserRole> {
+        match s {
+            "admin" => Some(UserRole::Admin),
+            "user" => Some(UserRole::User),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a user may log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    /// May log in.
+    Active,
+    /// May not log in; sessions revoked.
+    Disabled,
+}
+
+impl UserStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<UserStatus> {
+        match s {
+            "active" => Some(UserStatus::Active),
+            "disabled" => Some(UserStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A display name: trimmed, 1..=200 characters, or absent.
+pub fn parse_name(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(n) if n.chars().count() > 200 => Err(ApiError::validation("name", "must be at most 200 characters")),
+        Some(n) if n.chars().any(char::is_control) => Err(ApiError::validation("name", "must not contain control characters")),
+        Some(n) => Ok(Some(n.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(Email::parse("  John.Doe@Demo.COM ").expect("valid").as_str(), "john.doe@demo.com");
+        for bad in ["", "john", "@demo.com", "john@", "john@demo", "a b@demo.com", "a@b@c.com", "john@.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Email::parse(&format!("{}@demo.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn password_policy() {
+        assert!(NewPassword::parse("password", &SecretString::from("short")).is_err());
+        assert!(NewPassword::parse("password", &SecretString::from("long enough")).is_ok());
+        assert!(NewPassword::parse("password", &SecretString::from("x".repeat(1025))).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name(Some("  Jane  ")).expect("ok"), Some("Jane".into()));
+        assert_eq!(parse_name(Some("   ")).expect("ok"), None);
+        assert!(parse_name(Some(&"x".repeat(201))).is_err());
+    }
+}
