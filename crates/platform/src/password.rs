@@ -13,10 +13,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-/// argon2id cost parameters (`[auth]` / `[cdx]` settings).
+/// argon2id cost parameters and the size of the hashing pool (`[password]` settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HashParams {
+    /// Hashes computed at once; 0 means one per CPU core.
+    pub concurrency: usize,
     /// Memory in KiB (OWASP: 19456).
     pub memory_kib: u32,
     /// Iterations (OWASP: 2).
@@ -28,6 +30,7 @@ pub struct HashParams {
 impl Default for HashParams {
     fn default() -> Self {
         HashParams {
+            concurrency: 0,
             memory_kib: 19 * 1024,
             iterations: 2,
             parallelism: 1,
@@ -76,8 +79,12 @@ impl std::fmt::Debug for PasswordHashing {
 }
 
 impl PasswordHashing {
-    /// A hasher with `params`, running at most `concurrency` hashes at once.
-    pub fn new(params: HashParams, concurrency: usize) -> Result<Self, HashError> {
+    /// A hasher with `params`, running at most `params.concurrency` hashes at once.
+    pub fn new(params: HashParams) -> Result<Self, HashError> {
+        let concurrency = match params.concurrency {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        };
         let p = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
             .map_err(|e| HashError(format!("invalid argon2 parameters: {e}")))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
@@ -178,11 +185,11 @@ mod tests {
     fn cheap(memory_kib: u32) -> PasswordHashing {
         PasswordHashing::new(
             HashParams {
+                concurrency: 2,
                 memory_kib,
                 iterations: 1,
                 parallelism: 1,
             },
-            2,
         )
         .expect("hasher")
     }

@@ -1,0 +1,244 @@
+//! Composition of the all-in-one topology: every service in one process, each on its own
+//! database, joined by the in-process event bus and served behind one listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use platform::caller::{AuthContext, Revocations};
+use platform::db::{database_url, Db};
+use platform::events::{Bus, Outbox};
+use platform::password::PasswordHashing;
+use platform::service::ServiceInfo;
+use platform::tenants::TenantReplica;
+use platform::token::Verifier;
+use serde_json::{json, Value};
+
+use crate::settings::Settings;
+
+/// A service's database as the platform holds it.
+#[derive(Clone, Debug)]
+pub struct ServiceDb {
+    /// The service.
+    pub info: ServiceInfo,
+    /// Its database.
+    pub db: Db,
+    /// Its outbox.
+    pub outbox: Outbox,
+}
+
+/// The running platform (without its listener).
+#[derive(Clone)]
+pub struct App {
+    /// The settings it was built from.
+    pub settings: Arc<Settings>,
+    /// The CDX master registry.
+    pub cdx: cdx::Cdx,
+    /// The auth service.
+    pub auth: auth::Auth,
+    /// Every service database, in start order.
+    pub services: Vec<ServiceDb>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+/// Opens a service's database (creating and migrating it).
+async fn open_db(settings: &Settings, info: ServiceInfo, db_settings: &platform::config::DatabaseSettings) -> anyhow::Result<Db> {
+    let url = database_url(info.name, db_settings, &settings.data_dir);
+    let db = Db::connect(info.name, &url, db_settings.max_connections, &settings.database).await?;
+    db.migrate(info.migrations).await?;
+    Ok(db)
+}
+
+impl App {
+    /// Opens every service database, applies migrations, and wires the services together.
+    pub async fn open(settings: Settings) -> anyhow::Result<App> {
+        let bus = Bus::new();
+        let verifier = Verifier::new(&settings.auth.issuer, &settings.auth.audience);
+        let revocations = Revocations::new();
+        let hashing = PasswordHashing::new(settings.password)?;
+        let context = |db: &Db| AuthContext {
+            verifier: verifier.clone(),
+            revocations: revocations.clone(),
+            tenants: TenantReplica::new(db.clone()),
+        };
+
+        let cdx_db = open_db(&settings, cdx::SERVICE, &settings.cdx.database).await?;
+        let cdx_outbox = Outbox::new(cdx_db.clone(), bus.clone());
+        let cdx = cdx::Cdx::new(cdx_db.clone(), cdx_outbox.clone(), context(&cdx_db), hashing.clone());
+
+        let auth_db = open_db(&settings, auth::SERVICE, &settings.auth.database).await?;
+        let auth_outbox = Outbox::new(auth_db.clone(), bus.clone());
+        let auth = auth::Auth::new(
+            auth_db.clone(),
+            auth_outbox.clone(),
+            context(&auth_db),
+            hashing,
+            Arc::new(cdx.clone()),
+            settings.auth.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting auth: {e}"))?;
+
+        bus.subscribe(cdx.audit_consumer());
+        bus.subscribe(Arc::new(TenantReplica::new(cdx_db.clone())));
+        for consumer in auth.consumers() {
+            bus.subscribe(consumer);
+        }
+        let services = vec![
+            ServiceDb { info: cdx::SERVICE, db: cdx_db, outbox: cdx_outbox },
+            ServiceDb { info: auth::SERVICE, db: auth_db, outbox: auth_outbox },
+        ];
+        Ok(App { settings: Arc::new(settings), cdx, auth, services })
+    }
+
+    /// Delivers every pending event of every service (used by the CLI before it exits, and
+    /// at start for events written while the server was down).
+    pub async fn flush_events(&self) -> anyhow::Result<()> {
+        // A consumer may emit events of its own, so repeat until a round delivers nothing.
+        for _ in 0..5 {
+            let mut delivered = 0;
+            for service in &self.services {
+                delivered += service.outbox.flush().await.map_err(|e| anyhow::anyhow!("{}", e.0))?;
+            }
+            if delivered == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the event relays and housekeeping; the handles stop them when aborted.
+    pub fn start_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks: Vec<_> = self
+            .services
+            .iter()
+            .map(|s| s.outbox.spawn_relay(Duration::from_secs(1)))
+            .collect();
+        tasks.push(self.auth.spawn_maintenance(Duration::from_secs(3600)));
+        tasks.push(self.spawn_health_recorder(Duration::from_secs(30)));
+        tasks
+    }
+
+    /// Records each service's readiness in the CDX service registry periodically.
+    fn spawn_health_recorder(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            loop {
+                for service in &app.services {
+                    let ready = service_ready(service).await.is_ok();
+                    if let Err(e) = app.cdx.record_health(service.info.name, ready).await {
+                        tracing::warn!(error = %e, "recording service health failed");
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    /// Records every service in the CDX service registry with the URL it is served at.
+    pub async fn register_services(&self, base_url: &str) -> anyhow::Result<()> {
+        for service in &self.services {
+            let url = format!("{base_url}/api/{}", service.info.name);
+            self.cdx
+                .register_service(service.info.name, service.info.version, &url)
+                .await
+                .map_err(|e| anyhow::anyhow!("registering {}: {e}", service.info.name))?;
+        }
+        Ok(())
+    }
+
+    /// The whole HTTP surface behind the shared edge middleware.
+    pub fn router(&self) -> Router {
+        let health = Router::new()
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .route("/api/openapi.json", get(openapi))
+            .with_state(self.clone());
+        let api = Router::new().merge(self.cdx.router()).merge(self.auth.router()).merge(health);
+        platform::http::edge(api, &self.settings.http)
+    }
+
+    /// Closes every pool.
+    pub async fn close(&self) {
+        for service in &self.services {
+            service.db.close().await;
+        }
+    }
+}
+
+async fn service_ready(service: &ServiceDb) -> Result<(), &'static str> {
+    if !service.db.ping().await {
+        return Err("database unreachable");
+    }
+    match service.db.migrations_current(service.info.migrations).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("migrations pending"),
+        Err(_) => Err("database unreachable"),
+    }
+}
+
+async fn health(axum::extract::State(app): axum::extract::State<App>) -> Json<Value> {
+    let services: serde_json::Map<String, Value> = app
+        .services
+        .iter()
+        .map(|s| (s.info.name.to_string(), json!({ "status": "ok", "version": s.info.version })))
+        .collect();
+    Json(json!({ "status": "ok", "services": services }))
+}
+
+async fn ready(axum::extract::State(app): axum::extract::State<App>) -> impl IntoResponse {
+    let mut all_ready = true;
+    let mut services = serde_json::Map::new();
+    for service in &app.services {
+        let status = match service_ready(service).await {
+            Ok(()) => json!({ "status": "ready", "backend": format!("{:?}", service.db.backend()).to_lowercase() }),
+            Err(reason) => {
+                all_ready = false;
+                json!({ "status": "unavailable", "reason": reason })
+            }
+        };
+        services.insert(service.info.name.to_string(), status);
+    }
+    let status = if all_ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "status": if all_ready { "ready" } else { "unavailable" }, "services": services })))
+}
+
+/// The OpenAPI document of every service, merged.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("Metatron API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Multi-tenant platform: CDX master registry and auth. Errors are \
+                     {\"error\": {\"code\", \"message\", \"details\"}}.",
+                ))
+                .build(),
+        )
+        .build();
+    doc.merge(cdx::openapi());
+    doc.merge(auth::openapi());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+    );
+    doc
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(openapi_document())
+}

@@ -1,0 +1,230 @@
+//! What each subcommand does.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::Context;
+use platform::events::Actor;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::{App, Settings};
+
+/// Opens the platform, seeding the demo data first when asked.
+async fn open(settings: Settings, demo: bool) -> anyhow::Result<App> {
+    let app = App::open(settings).await?;
+    app.flush_events().await?;
+    if demo {
+        seed_demo(&app).await?;
+    }
+    Ok(app)
+}
+
+/// Loads the demo data (idempotent): superadmin `test`, client "Demo Client", tenant `demo`
+/// with `john.doe@demo.com` (user) and `jane.smith@demo.com` (admin).
+pub async fn seed_demo(app: &App) -> anyhow::Result<()> {
+    let tenant = app.cdx.seed_demo().await.map_err(|e| anyhow::anyhow!("seeding cdx: {e}"))?;
+    app.flush_events().await?;
+    app.auth.seed_demo(&tenant.id).await.map_err(|e| anyhow::anyhow!("seeding auth: {e}"))?;
+    app.flush_events().await
+}
+
+/// A running server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Resolves when the server has stopped.
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Send to stop it gracefully.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// The platform behind it.
+    pub app: App,
+}
+
+/// Starts the all-in-one server on `listener` and returns once it accepts requests.
+pub async fn start(settings: Settings, demo: bool, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
+    let app = open(settings, demo).await?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    app.register_services(&format!("http://{host}:{}", addr.port())).await?;
+    let background = app.start_background();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = app.router();
+    let grace = std::time::Duration::from_millis(app.settings.http.shutdown_grace_ms);
+    let served = app.clone();
+    let done = tokio::spawn(async move {
+        let server = platform::http::serve(listener, router, async {
+            let _ = stopped.await;
+        });
+        // Graceful shutdown waits for in-flight requests, but not forever.
+        let result = match tokio::time::timeout(grace + std::time::Duration::from_secs(3600), server).await {
+            Ok(r) => r.map_err(anyhow::Error::from),
+            Err(_) => Ok(()),
+        };
+        for task in background {
+            task.abort();
+        }
+        served.flush_events().await.ok();
+        served.close().await;
+        result
+    });
+    Ok(Running { addr, done, stop, app })
+}
+
+/// `metatron serve`: runs until Ctrl-C or SIGTERM.
+pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bind = SocketAddr::new(settings.bind, settings.port);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (set --port or METATRON_PORT)"))?;
+    let data_dir = settings.data_dir.clone();
+    let running = start(settings, demo, listener).await?;
+    let port = running.addr.port();
+    tracing::info!(port, elapsed_ms = started.elapsed().as_millis() as u64, "metatron is ready");
+    println!("Metatron is running on http://localhost:{port}  (data: {})", data_dir.display());
+    if demo {
+        println!("Demo logins: superadmin test / test123; tenant demo: jane.smith@demo.com / demo123 (admin), john.doe@demo.com / demo123 (user)");
+    }
+    if !running.app.cdx.has_admin().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        println!(
+            "No superadmin exists yet. Create one with:\n  metatron admin create --username NAME --data-dir {}\n(or start with --demo for the demo data)",
+            data_dir.display()
+        );
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = running.stop.send(());
+    running.done.await?
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `metatron migrate`: applies every service's migrations.
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let app = App::open(settings).await?;
+    for s in &app.services {
+        println!(
+            "{:<5} {}  migration {}",
+            s.info.name,
+            s.db.masked_url(),
+            s.db.migration_version().await?.unwrap_or(0)
+        );
+    }
+    app.close().await;
+    Ok(())
+}
+
+/// One service database as `inspect` reports it.
+#[derive(Debug, Serialize)]
+pub struct DatabaseReport {
+    /// Service name.
+    pub service: String,
+    /// URL, password masked.
+    pub url: String,
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// Highest applied migration, if any.
+    pub migration_version: Option<i64>,
+    /// Tables and their row counts.
+    pub tables: Vec<TableReport>,
+}
+
+/// One table as `inspect` reports it.
+#[derive(Debug, Serialize)]
+pub struct TableReport {
+    /// Table name.
+    pub name: String,
+    /// Number of rows.
+    pub rows: i64,
+}
+
+/// `metatron inspect`: every service database's URL, tables, row counts and migration
+/// version. Opens the databases without migrating them.
+pub async fn inspect(settings: &Settings) -> anyhow::Result<Vec<DatabaseReport>> {
+    let mut reports = Vec::new();
+    for (name, db_settings) in settings.service_databases() {
+        let url = platform::db::database_url(name, db_settings, &settings.data_dir);
+        let db = platform::db::Db::connect(name, &url, Some(1), &settings.database).await?;
+        let mut tables = Vec::new();
+        for table in db.tables().await? {
+            tables.push(TableReport { rows: db.count_rows(&table).await?, name: table });
+        }
+        reports.push(DatabaseReport {
+            service: name.to_string(),
+            url: db.masked_url(),
+            backend: format!("{:?}", db.backend()).to_lowercase(),
+            migration_version: db.migration_version().await?,
+            tables,
+        });
+        db.close().await;
+    }
+    Ok(reports)
+}
+
+/// Prints an `inspect` report as text.
+pub fn print_inspect(reports: &[DatabaseReport]) {
+    for r in reports {
+        let version = r.migration_version.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
+        println!("{} — {} ({}, migration {version})", r.service, r.url, r.backend);
+        for t in &r.tables {
+            println!("  {:<24} {:>10}", t.name, t.rows);
+        }
+    }
+}
+
+/// Reads a password from the terminal (twice) or the first line of standard input.
+fn read_password() -> anyhow::Result<SecretString> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Repeat password: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        Ok(SecretString::from(first))
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(SecretString::from(line.trim_end_matches(['\r', '\n']).to_string()))
+    }
+}
+
+/// `metatron admin create`: creates a superadmin, the password read from a prompt or stdin.
+pub async fn admin_create(settings: Settings, username: &str) -> anyhow::Result<()> {
+    let password = read_password()?;
+    let app = App::open(settings).await?;
+    let admin = app
+        .cdx
+        .create_admin(username, &password, &Actor::system("metatron admin create"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    app.flush_events().await?;
+    app.close().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "superadmin {} created (id {})", admin.username, admin.id)?;
+    Ok(())
+}
+
+/// `metatron seed-demo`.
+pub async fn seed(settings: Settings) -> anyhow::Result<()> {
+    let app = App::open(settings).await?;
+    seed_demo(&app).await?;
+    app.close().await;
+    println!("demo data loaded: superadmin test / test123; tenant demo with jane.smith@demo.com and john.doe@demo.com / demo123");
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The `metatron` binary's library: settings, the all-in-one composition and the commands.
+//! `main.rs` only parses the command line and calls in here; tests call the same functions.
+
+pub mod app;
+pub mod commands;
+pub mod settings;
+
+pub use app::App;
+pub use settings::Settings;
