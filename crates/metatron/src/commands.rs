@@ -36,8 +36,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Resolves when the server has stopped.
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
-    /// Send to stop it gracefully.
-    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Send `true` to stop it gracefully.
+    pub stop: tokio::sync::watch::Sender<bool>,
     /// The platform behind it.
     pub app: App,
 }
@@ -49,23 +49,34 @@ pub async fn start(settings: Settings, demo: bool, listener: tokio::net::TcpList
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     app.register_services(&format!("http://{host}:{}", addr.port())).await?;
     let background = app.start_background();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = app.router();
+    let (stop, mut stopping) = tokio::sync::watch::channel(false);
+    let mut shutdown = stopping.clone();
+    let mut server = tokio::spawn(platform::http::serve(listener, app.router(), async move {
+        let _ = shutdown.changed().await;
+    }));
     let grace = std::time::Duration::from_millis(app.settings.http.shutdown_grace_ms);
     let served = app.clone();
     let done = tokio::spawn(async move {
-        let server = platform::http::serve(listener, router, async {
-            let _ = stopped.await;
-        });
-        // Graceful shutdown waits for in-flight requests, but not forever.
-        let result = match tokio::time::timeout(grace + std::time::Duration::from_secs(3600), server).await {
-            Ok(r) => r.map_err(anyhow::Error::from),
-            Err(_) => Ok(()),
+        let finished = tokio::select! {
+            result = &mut server => Some(result),
+            _ = stopping.changed() => tokio::time::timeout(grace, &mut server).await.ok(),
+        };
+        let result = match finished {
+            Some(Ok(served)) => served.map_err(anyhow::Error::from),
+            Some(Err(join)) => Err(anyhow::Error::from(join)),
+            None => {
+                // Requests still running after the grace period are cut off.
+                server.abort();
+                tracing::warn!("in-flight requests outlived the shutdown grace period");
+                Ok(())
+            }
         };
         for task in background {
             task.abort();
         }
-        served.flush_events().await.ok();
+        if let Err(e) = served.flush_events().await {
+            tracing::warn!(error = %e, "events left in the outbox at shutdown; they are delivered at the next start");
+        }
         served.close().await;
         result
     });
@@ -95,7 +106,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = running.stop.send(());
+    let _ = running.stop.send(true);
     running.done.await?
 }
 

@@ -209,11 +209,7 @@ async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
         %path
     );
     let started = std::time::Instant::now();
-    let mut response = {
-        let _enter = span.enter();
-        drop(_enter);
-        tracing::Instrument::instrument(next.run(req), span.clone()).await
-    };
+    let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = response.status().as_u16();
     span.in_scope(|| {
         tracing::info!(status, duration_us = started.elapsed().as_micros() as u64, "request finished")
@@ -222,8 +218,8 @@ async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
     response
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish (up to the caller's grace period, enforced by the caller's runtime).
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish; the caller bounds that wait.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,

@@ -58,7 +58,7 @@ impl TestApp {
     /// Stops the server gracefully and gives back its databases (to restart on them).
     pub async fn stop(mut self) -> (TestDatabases, Settings) {
         if let Some(running) = self.running.take() {
-            let _ = running.stop.send(());
+            let _ = running.stop.send(true);
             running.done.await.expect("join").expect("clean shutdown");
         }
         let dbs = std::mem::take(&mut self.dbs);
