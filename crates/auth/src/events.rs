@@ -37,13 +37,21 @@ impl EventHandler for TenantSuspension {
     }
 
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        if event.data["status"].as_str().and_then(TenantStatus::parse) != Some(TenantStatus::Suspended) {
+        if event.data["status"].as_str().and_then(TenantStatus::parse)
+            != Some(TenantStatus::Suspended)
+        {
             return Ok(());
         }
         let Some(mut tx) = begin_once(&self.auth.0.db, self.name(), event).await? else {
             return Ok(());
         };
-        let revoked = store::revoke_sessions(&mut tx, Revoke::Tenant(&event.aggregate_id), "tenant_suspended", Timestamp::now()).await?;
+        let revoked = store::revoke_sessions(
+            &mut tx,
+            Revoke::Tenant(&event.aggregate_id),
+            "tenant_suspended",
+            Timestamp::now(),
+        )
+        .await?;
         tx.commit().await?;
         self.auth.forget_sessions(&revoked);
         Ok(())

@@ -48,7 +48,13 @@ pub struct KeyRing {
 impl KeyRing {
     /// Loads the stored keys (creating the first one), and installs the live public keys
     /// into `verifier`.
-    pub async fn load(db: &platform::db::Db, verifier: &Verifier, issuer: &str, audience: &str, access_ttl_secs: i64) -> Result<KeyRing, ApiError> {
+    pub async fn load(
+        db: &platform::db::Db,
+        verifier: &Verifier,
+        issuer: &str,
+        audience: &str,
+        access_ttl_secs: i64,
+    ) -> Result<KeyRing, ApiError> {
         let mut keys = store::keys(db.reader()).await?;
         if keys.iter().all(|k| k.retired_at.is_some()) {
             let key = new_key_row()?;
@@ -71,7 +77,11 @@ impl KeyRing {
 
     /// Makes a new key the signer and keeps the previous ones published until their tokens
     /// expire.
-    pub async fn rotate(&self, db: &platform::db::Db, verifier: &Verifier) -> Result<String, ApiError> {
+    pub async fn rotate(
+        &self,
+        db: &platform::db::Db,
+        verifier: &Verifier,
+    ) -> Result<String, ApiError> {
         let key = new_key_row()?;
         let mut tx = db.begin().await?;
         store::rotate_in(&mut tx, &key).await?;
@@ -123,7 +133,10 @@ impl KeyRing {
 
     /// The published key set.
     pub fn jwks(&self) -> Jwks {
-        self.published.read().map(|p| p.clone()).unwrap_or(Jwks { keys: Vec::new() })
+        self.published
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or(Jwks { keys: Vec::new() })
     }
 }
 

@@ -141,9 +141,17 @@ impl Auth {
         admins: Arc<dyn AdminDirectory>,
         config: Config,
     ) -> Result<Auth, ApiError> {
-        let keys = keys::KeyRing::load(&db, &ctx.verifier, &config.issuer, &config.audience, config.access_token_ttl_secs).await?;
+        let keys = keys::KeyRing::load(
+            &db,
+            &ctx.verifier,
+            &config.issuer,
+            &config.audience,
+            config.access_token_ttl_secs,
+        )
+        .await?;
         let ttl = config.access_token_ttl_secs;
-        for (sid, at) in store::revoked_since(db.reader(), Timestamp::now().plus_secs(-ttl)).await? {
+        for (sid, at) in store::revoked_since(db.reader(), Timestamp::now().plus_secs(-ttl)).await?
+        {
             ctx.revocations.revoke(&sid, at.plus_secs(ttl).seconds());
         }
         Ok(Auth(Arc::new(Inner {
@@ -181,7 +189,9 @@ impl Auth {
 
     /// Marks sessions revoked in memory until their last access token expires.
     fn forget_sessions(&self, sids: &[String]) {
-        let until = Timestamp::now().plus_secs(self.0.config.access_token_ttl_secs + 60).seconds();
+        let until = Timestamp::now()
+            .plus_secs(self.0.config.access_token_ttl_secs + 60)
+            .seconds();
         for sid in sids {
             self.revocations().revoke(sid, until);
         }
@@ -196,7 +206,10 @@ impl Auth {
             ("john.doe@demo.com", "John Doe", model::UserRole::User),
             ("jane.smith@demo.com", "Jane Smith", model::UserRole::Admin),
         ] {
-            if store::user_by_email(self.0.db.reader(), &scope, email).await?.is_some() {
+            if store::user_by_email(self.0.db.reader(), &scope, email)
+                .await?
+                .is_some()
+            {
                 continue;
             }
             let user = NewUser {
@@ -216,7 +229,8 @@ impl Auth {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let horizon = Timestamp::now().plus_secs(-auth.0.config.throttle.window_secs.max(86_400));
+                let horizon =
+                    Timestamp::now().plus_secs(-auth.0.config.throttle.window_secs.max(86_400));
                 let result = async {
                     let mut tx = auth.0.db.begin().await?;
                     store::prune(&mut tx, horizon).await?;

@@ -86,7 +86,11 @@ fn new_refresh_token() -> String {
 }
 
 fn invalid_credentials() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong username or password")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
 }
 
 /// A verified identity about to get a session.
@@ -105,14 +109,25 @@ enum Failure {
 
 impl Auth {
     /// Logs in a superadmin (by user name) or a tenant user (by email).
-    pub async fn login(&self, req: LoginRequest, meta: &RequestMeta, user_agent: Option<String>) -> Result<TokenResponse, ApiError> {
+    pub async fn login(
+        &self,
+        req: LoginRequest,
+        meta: &RequestMeta,
+        user_agent: Option<String>,
+    ) -> Result<TokenResponse, ApiError> {
         use secrecy::ExposeSecret;
         let username = req.username.trim();
         if username.is_empty() || username.len() > 320 {
-            return Err(ApiError::validation("username", "must be 1 to 320 characters"));
+            return Err(ApiError::validation(
+                "username",
+                "must be 1 to 320 characters",
+            ));
         }
         if req.password.expose_secret().len() > MAX_PASSWORD_BYTES {
-            return Err(ApiError::validation("password", format!("must be at most {MAX_PASSWORD_BYTES} bytes")));
+            return Err(ApiError::validation(
+                "password",
+                format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            ));
         }
         let is_admin = !username.contains('@');
         let account_key = if is_admin {
@@ -120,15 +135,20 @@ impl Auth {
         } else {
             format!("user:{}", Email::parse(username)?.as_str())
         };
-        self.check_throttle(&account_key, meta.ip.as_deref()).await?;
+        self.check_throttle(&account_key, meta.ip.as_deref())
+            .await?;
 
         let outcome = if is_admin {
             self.authenticate_admin(username, &req.password).await?
         } else {
-            self.authenticate_user(username, req.tenant.as_deref(), &req.password).await?
+            self.authenticate_user(username, req.tenant.as_deref(), &req.password)
+                .await?
         };
         match outcome {
-            Ok(subject) => self.open_session(subject, &account_key, meta, user_agent).await,
+            Ok(subject) => {
+                self.open_session(subject, &account_key, meta, user_agent)
+                    .await
+            }
             Err(Failure::Rejected(reason, error)) => {
                 let actor = Actor {
                     id: None,
@@ -137,9 +157,24 @@ impl Auth {
                     request_id: meta.request_id.clone(),
                     ip: meta.ip.clone(),
                 };
-                let event = Event::new("auth", LOGIN_FAILED, None, &account_key, &actor, json!({ "username": username, "reason": reason }));
+                let event = Event::new(
+                    "auth",
+                    LOGIN_FAILED,
+                    None,
+                    &account_key,
+                    &actor,
+                    json!({ "username": username, "reason": reason }),
+                );
                 let mut tx = self.0.db.begin().await?;
-                store::insert_attempt(&mut tx, &account_key, meta.ip.as_deref(), None, Some(reason), Timestamp::now()).await?;
+                store::insert_attempt(
+                    &mut tx,
+                    &account_key,
+                    meta.ip.as_deref(),
+                    None,
+                    Some(reason),
+                    Timestamp::now(),
+                )
+                .await?;
                 record(&mut tx, &event).await?;
                 tx.commit().await?;
                 self.0.outbox.notify();
@@ -158,11 +193,15 @@ impl Auth {
                 return None;
             }
             let doublings = (failures - threshold).min(20) as u32;
-            let secs = t.base_lockout_secs.saturating_mul(1i64 << doublings).min(t.max_lockout_secs);
+            let secs = t
+                .base_lockout_secs
+                .saturating_mul(1i64 << doublings)
+                .min(t.max_lockout_secs);
             let remaining_ms = latest.plus_secs(secs).millis() - now.millis();
             (remaining_ms > 0).then(|| (remaining_ms + 999) / 1000)
         };
-        let (failures, latest) = store::account_failures(self.0.db.reader(), account_key, since).await?;
+        let (failures, latest) =
+            store::account_failures(self.0.db.reader(), account_key, since).await?;
         let mut wait = lockout(failures, t.account_failures, latest);
         if let Some(ip) = ip {
             let (failures, latest) = store::ip_failures(self.0.db.reader(), ip, since).await?;
@@ -179,47 +218,75 @@ impl Auth {
         }
     }
 
-    async fn authenticate_admin(&self, username: &str, password: &SecretString) -> Result<Result<Subject, Failure>, ApiError> {
-        Ok(match self.0.admins.verify_admin(username, password).await? {
-            Some(admin) => Ok(Subject {
-                label: admin.username.clone(),
-                principal: Principal {
-                    id: admin.id,
-                    role: Role::Superadmin,
-                    username: Some(admin.username),
-                    email: None,
-                    name: None,
-                    tenant_id: None,
-                    tenant_slug: None,
-                },
-                rehash: None,
-            }),
-            None => Err(Failure::Rejected("bad_credentials", invalid_credentials())),
-        })
+    async fn authenticate_admin(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Result<Subject, Failure>, ApiError> {
+        Ok(
+            match self.0.admins.verify_admin(username, password).await? {
+                Some(admin) => Ok(Subject {
+                    label: admin.username.clone(),
+                    principal: Principal {
+                        id: admin.id,
+                        role: Role::Superadmin,
+                        username: Some(admin.username),
+                        email: None,
+                        name: None,
+                        tenant_id: None,
+                        tenant_slug: None,
+                    },
+                    rehash: None,
+                }),
+                None => Err(Failure::Rejected("bad_credentials", invalid_credentials())),
+            },
+        )
     }
 
-    async fn authenticate_user(&self, email: &str, tenant: Option<&str>, password: &SecretString) -> Result<Result<Subject, Failure>, ApiError> {
+    async fn authenticate_user(
+        &self,
+        email: &str,
+        tenant: Option<&str>,
+        password: &SecretString,
+    ) -> Result<Result<Subject, Failure>, ApiError> {
         let email = Email::parse(email)?;
         let hashing = &self.0.hashing;
         let tenant_id = match tenant.map(str::trim).filter(|t| !t.is_empty()) {
             Some(key) => match self.tenants().resolve(key).await? {
                 Some(t) => Some(t.id),
                 None => {
-                    hashing.verify(password, None).await.map_err(|e| ApiError::internal("hashing", e))?;
-                    return Ok(Err(Failure::Rejected("unknown_tenant", invalid_credentials())));
+                    hashing
+                        .verify(password, None)
+                        .await
+                        .map_err(|e| ApiError::internal("hashing", e))?;
+                    return Ok(Err(Failure::Rejected(
+                        "unknown_tenant",
+                        invalid_credentials(),
+                    )));
                 }
             },
             None => None,
         };
         // Bounded so that a pathological address cannot make one request hash many times.
-        let candidates = store::login_candidates(self.0.db.reader(), email.as_str(), tenant_id.as_deref(), 10).await?;
+        let candidates =
+            store::login_candidates(self.0.db.reader(), email.as_str(), tenant_id.as_deref(), 10)
+                .await?;
         if candidates.is_empty() {
-            hashing.verify(password, None).await.map_err(|e| ApiError::internal("hashing", e))?;
-            return Ok(Err(Failure::Rejected("unknown_user", invalid_credentials())));
+            hashing
+                .verify(password, None)
+                .await
+                .map_err(|e| ApiError::internal("hashing", e))?;
+            return Ok(Err(Failure::Rejected(
+                "unknown_user",
+                invalid_credentials(),
+            )));
         }
         let mut matched = Vec::new();
         for user in candidates {
-            let verified = hashing.verify(password, Some(&user.password_hash)).await.map_err(|e| ApiError::internal("hashing", e))?;
+            let verified = hashing
+                .verify(password, Some(&user.password_hash))
+                .await
+                .map_err(|e| ApiError::internal("hashing", e))?;
             if verified.ok() {
                 matched.push((user, verified));
             }
@@ -231,19 +298,30 @@ impl Auth {
             ));
         }
         let Some((user, verified)) = matched.pop() else {
-            return Ok(Err(Failure::Rejected("bad_credentials", invalid_credentials())));
+            return Ok(Err(Failure::Rejected(
+                "bad_credentials",
+                invalid_credentials(),
+            )));
         };
         if user.status == UserStatus::Disabled {
             return Ok(Err(Failure::Rejected(
                 "account_disabled",
-                ApiError::new(StatusCode::FORBIDDEN, "account_disabled", "this account is disabled"),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "account_disabled",
+                    "this account is disabled",
+                ),
             )));
         }
         let tenant = self.tenants().resolve(&user.tenant_id).await?;
         let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Active) else {
             return Ok(Err(Failure::Rejected(
                 "tenant_suspended",
-                ApiError::new(StatusCode::FORBIDDEN, "tenant_suspended", "this tenant is suspended"),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant_suspended",
+                    "this tenant is suspended",
+                ),
             )));
         };
         let rehash = match verified {
@@ -265,7 +343,13 @@ impl Auth {
         }))
     }
 
-    async fn open_session(&self, subject: Subject, account_key: &str, meta: &RequestMeta, user_agent: Option<String>) -> Result<TokenResponse, ApiError> {
+    async fn open_session(
+        &self,
+        subject: Subject,
+        account_key: &str,
+        meta: &RequestMeta,
+        user_agent: Option<String>,
+    ) -> Result<TokenResponse, ApiError> {
         let now = Timestamp::now();
         let principal = subject.principal;
         let session = SessionRow {
@@ -286,7 +370,13 @@ impl Auth {
             .0
             .keys
             .signer()?
-            .issue(&principal.id, principal.tenant_id.as_deref(), principal.role.as_str(), &session.id, self.0.config.access_token_ttl_secs)
+            .issue(
+                &principal.id,
+                principal.tenant_id.as_deref(),
+                principal.role.as_str(),
+                &session.id,
+                self.0.config.access_token_ttl_secs,
+            )
             .map_err(|e| ApiError::internal("signing a token", e))?;
         let actor = Actor {
             id: Some(principal.id.clone()),
@@ -295,13 +385,34 @@ impl Auth {
             request_id: meta.request_id.clone(),
             ip: meta.ip.clone(),
         };
-        let event = Event::new("auth", LOGIN_SUCCEEDED, principal.tenant_id.as_deref(), &principal.id, &actor, json!({ "session_id": session.id }));
+        let event = Event::new(
+            "auth",
+            LOGIN_SUCCEEDED,
+            principal.tenant_id.as_deref(),
+            &principal.id,
+            &actor,
+            json!({ "session_id": session.id }),
+        );
         let mut tx = self.0.db.begin().await?;
         if let Some((user, hash)) = &subject.rehash {
-            store::set_password_hash(&mut tx, &TenantScope::for_system_task(&user.tenant_id), &user.id, hash).await?;
+            store::set_password_hash(
+                &mut tx,
+                &TenantScope::for_system_task(&user.tenant_id),
+                &user.id,
+                hash,
+            )
+            .await?;
         }
         store::insert_session(&mut tx, &session, &hash_refresh(&refresh_token)).await?;
-        store::insert_attempt(&mut tx, account_key, meta.ip.as_deref(), principal.tenant_id.as_deref(), None, now).await?;
+        store::insert_attempt(
+            &mut tx,
+            account_key,
+            meta.ip.as_deref(),
+            principal.tenant_id.as_deref(),
+            None,
+            now,
+        )
+        .await?;
         record(&mut tx, &event).await?;
         tx.commit().await?;
         self.0.outbox.notify();
@@ -315,22 +426,57 @@ impl Auth {
     }
 
     /// Exchanges a refresh token for a new pair; reuse of a rotated token revokes the session.
-    pub async fn refresh(&self, refresh_token: &str, meta: &RequestMeta) -> Result<TokenResponse, ApiError> {
-        let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token", "the refresh token is invalid, used or expired");
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse, ApiError> {
+        let invalid = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "the refresh token is invalid, used or expired",
+            )
+        };
         if refresh_token.is_empty() || refresh_token.len() > 128 {
             return Err(invalid());
         }
         let now = Timestamp::now();
         let mut tx = self.0.db.begin().await?;
-        let Some((session, first_use)) = store::use_refresh(&mut tx, &hash_refresh(refresh_token), now).await? else {
+        let Some((session, first_use)) =
+            store::use_refresh(&mut tx, &hash_refresh(refresh_token), now).await?
+        else {
             return Err(invalid());
         };
         if !first_use {
             // A rotated token came back: someone holds a copy. End the whole session.
-            let revoked = store::revoke_sessions(&mut tx, Revoke::Session(&session.id), "refresh_token_reuse", now).await?;
-            let actor = Actor { id: Some(session.subject_id.clone()), role: session.role.clone(), name: Some(session.subject_name.clone()), request_id: meta.request_id.clone(), ip: meta.ip.clone() };
+            let revoked = store::revoke_sessions(
+                &mut tx,
+                Revoke::Session(&session.id),
+                "refresh_token_reuse",
+                now,
+            )
+            .await?;
+            let actor = Actor {
+                id: Some(session.subject_id.clone()),
+                role: session.role.clone(),
+                name: Some(session.subject_name.clone()),
+                request_id: meta.request_id.clone(),
+                ip: meta.ip.clone(),
+            };
             if !revoked.is_empty() {
-                record(&mut tx, &Event::new("auth", SESSION_REVOKED, session.tenant_id.as_deref(), &session.id, &actor, json!({ "reason": "refresh_token_reuse" }))).await?;
+                record(
+                    &mut tx,
+                    &Event::new(
+                        "auth",
+                        SESSION_REVOKED,
+                        session.tenant_id.as_deref(),
+                        &session.id,
+                        &actor,
+                        json!({ "reason": "refresh_token_reuse" }),
+                    ),
+                )
+                .await?;
             }
             tx.commit().await?;
             self.0.outbox.notify();
@@ -340,7 +486,10 @@ impl Auth {
         if session.revoked_at.is_some() || session.expires_at <= now {
             return Err(invalid());
         }
-        let principal = self.current_principal(&session).await?.ok_or_else(invalid)?;
+        let principal = self
+            .current_principal(&session)
+            .await?
+            .ok_or_else(invalid)?;
         let next = new_refresh_token();
         store::insert_refresh(&mut tx, &session.id, &hash_refresh(&next), now).await?;
         store::touch_session(&mut tx, &session.id, now).await?;
@@ -348,7 +497,13 @@ impl Auth {
             .0
             .keys
             .signer()?
-            .issue(&principal.id, principal.tenant_id.as_deref(), principal.role.as_str(), &session.id, self.0.config.access_token_ttl_secs)
+            .issue(
+                &principal.id,
+                principal.tenant_id.as_deref(),
+                principal.role.as_str(),
+                &session.id,
+                self.0.config.access_token_ttl_secs,
+            )
             .map_err(|e| ApiError::internal("signing a token", e))?;
         tx.commit().await?;
         Ok(TokenResponse {
@@ -363,43 +518,82 @@ impl Auth {
     /// The principal behind a session as it is now, or `None` if it may no longer log in.
     async fn current_principal(&self, session: &SessionRow) -> Result<Option<Principal>, ApiError> {
         let Some(tenant_id) = &session.tenant_id else {
-            return Ok(self.0.admins.admin_by_id(&session.subject_id).await?.map(|a| Principal {
-                id: a.id,
-                role: Role::Superadmin,
-                username: Some(a.username),
-                email: None,
-                name: None,
-                tenant_id: None,
-                tenant_slug: None,
-            }));
+            return Ok(self
+                .0
+                .admins
+                .admin_by_id(&session.subject_id)
+                .await?
+                .map(|a| Principal {
+                    id: a.id,
+                    role: Role::Superadmin,
+                    username: Some(a.username),
+                    email: None,
+                    name: None,
+                    tenant_id: None,
+                    tenant_slug: None,
+                }));
         };
-        let tenant = self.tenants().resolve(tenant_id).await?.filter(|t| t.status == TenantStatus::Active);
-        let Some(tenant) = tenant else { return Ok(None) };
-        let user = store::get_user(self.0.db.reader(), &TenantScope::for_system_task(tenant_id), &session.subject_id).await?;
-        Ok(user.filter(|u| u.status == UserStatus::Active).map(|u| Principal {
-            id: u.id,
-            role: u.role.role(),
-            username: None,
-            email: Some(u.email),
-            name: u.name,
-            tenant_id: Some(tenant.id),
-            tenant_slug: Some(tenant.slug),
-        }))
+        let tenant = self
+            .tenants()
+            .resolve(tenant_id)
+            .await?
+            .filter(|t| t.status == TenantStatus::Active);
+        let Some(tenant) = tenant else {
+            return Ok(None);
+        };
+        let user = store::get_user(
+            self.0.db.reader(),
+            &TenantScope::for_system_task(tenant_id),
+            &session.subject_id,
+        )
+        .await?;
+        Ok(user
+            .filter(|u| u.status == UserStatus::Active)
+            .map(|u| Principal {
+                id: u.id,
+                role: u.role.role(),
+                username: None,
+                email: Some(u.email),
+                name: u.name,
+                tenant_id: Some(tenant.id),
+                tenant_slug: Some(tenant.slug),
+            }))
     }
 
     /// The caller as a principal (`GET /api/auth/me`).
     pub async fn me(&self, caller: &Caller) -> Result<Principal, ApiError> {
-        let session = store::get_session(self.0.db.reader(), caller.session_id()).await?.ok_or_else(|| ApiError::unauthorized("the session has ended"))?;
-        self.current_principal(&session).await?.ok_or_else(|| ApiError::unauthorized("the session has ended"))
+        let session = store::get_session(self.0.db.reader(), caller.session_id())
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the session has ended"))?;
+        self.current_principal(&session)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the session has ended"))
     }
 
     /// Revokes sessions and announces it; `which` must belong to `caller` or be checked by
     /// the caller of this function.
-    pub(crate) async fn revoke(&self, which: Revoke<'_>, reason: &str, actor: &Actor, tenant_id: Option<&str>) -> Result<Vec<String>, ApiError> {
+    pub(crate) async fn revoke(
+        &self,
+        which: Revoke<'_>,
+        reason: &str,
+        actor: &Actor,
+        tenant_id: Option<&str>,
+    ) -> Result<Vec<String>, ApiError> {
         let mut tx = self.0.db.begin().await?;
         let revoked = store::revoke_sessions(&mut tx, which, reason, Timestamp::now()).await?;
         for sid in &revoked {
-            record(&mut tx, &Event::new("auth", SESSION_REVOKED, tenant_id, sid, actor, json!({ "reason": reason }))).await?;
+            record(
+                &mut tx,
+                &Event::new(
+                    "auth",
+                    SESSION_REVOKED,
+                    tenant_id,
+                    sid,
+                    actor,
+                    json!({ "reason": reason }),
+                ),
+            )
+            .await?;
         }
         tx.commit().await?;
         self.0.outbox.notify();
@@ -409,7 +603,13 @@ impl Auth {
 
     /// Ends the caller's session; its access token stops working at once.
     pub async fn logout(&self, caller: &Caller) -> Result<(), ApiError> {
-        self.revoke(Revoke::Session(caller.session_id()), "logout", &caller.actor(), caller.claims.tid.as_deref()).await?;
+        self.revoke(
+            Revoke::Session(caller.session_id()),
+            "logout",
+            &caller.actor(),
+            caller.claims.tid.as_deref(),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -14,7 +14,8 @@ impl Email {
     /// characters, no whitespace.
     pub fn parse(raw: &str) -> Result<Email, ApiError> {
         let email = raw.trim().to_lowercase();
-        let invalid = || ApiError::validation("email", "must be an email address like name@example.com");
+        let invalid =
+            || ApiError::validation("email", "must be an email address like name@example.com");
         if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
@@ -50,10 +51,16 @@ impl NewPassword {
     pub fn parse(field: &str, raw: &SecretString) -> Result<NewPassword, ApiError> {
         let text = raw.expose_secret();
         if text.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(ApiError::validation(field, format!("must have at least {MIN_PASSWORD_CHARS} characters")));
+            return Err(ApiError::validation(
+                field,
+                format!("must have at least {MIN_PASSWORD_CHARS} characters"),
+            ));
         }
         if text.len() > MAX_PASSWORD_BYTES {
-            return Err(ApiError::validation(field, format!("must be at most {MAX_PASSWORD_BYTES} bytes")));
+            return Err(ApiError::validation(
+                field,
+                format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            ));
         }
         Ok(NewPassword(raw.clone()))
     }
@@ -137,8 +144,14 @@ impl UserStatus {
 pub fn parse_name(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(n) if n.chars().count() > 200 => Err(ApiError::validation("name", "must be at most 200 characters")),
-        Some(n) if n.chars().any(char::is_control) => Err(ApiError::validation("name", "must not contain control characters")),
+        Some(n) if n.chars().count() > 200 => Err(ApiError::validation(
+            "name",
+            "must be at most 200 characters",
+        )),
+        Some(n) if n.chars().any(char::is_control) => Err(ApiError::validation(
+            "name",
+            "must not contain control characters",
+        )),
         Some(n) => Ok(Some(n.to_string())),
     }
 }
@@ -149,8 +162,22 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse("  John.Doe@Demo.COM ").expect("valid").as_str(), "john.doe@demo.com");
-        for bad in ["", "john", "@demo.com", "john@", "john@demo", "a b@demo.com", "a@b@c.com", "john@.com"] {
+        assert_eq!(
+            Email::parse("  John.Doe@Demo.COM ")
+                .expect("valid")
+                .as_str(),
+            "john.doe@demo.com"
+        );
+        for bad in [
+            "",
+            "john",
+            "@demo.com",
+            "john@",
+            "john@demo",
+            "a b@demo.com",
+            "a@b@c.com",
+            "john@.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Email::parse(&format!("{}@demo.com", "a".repeat(250))).is_err());
@@ -165,7 +192,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(parse_name(Some("  Jane  ")).expect("ok"), Some("Jane".into()));
+        assert_eq!(
+            parse_name(Some("  Jane  ")).expect("ok"),
+            Some("Jane".into())
+        );
         assert_eq!(parse_name(Some("   ")).expect("ok"), None);
         assert!(parse_name(Some(&"x".repeat(201))).is_err());
     }

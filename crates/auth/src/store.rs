@@ -35,7 +35,8 @@ fn user_from_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
         name: r.try_get("name")?,
         password_hash: r.try_get("password_hash")?,
         role: UserRole::parse(&r.try_get::<String, _>("role")?).ok_or_else(|| bad("role"))?,
-        status: UserStatus::parse(&r.try_get::<String, _>("status")?).ok_or_else(|| bad("status"))?,
+        status: UserStatus::parse(&r.try_get::<String, _>("status")?)
+            .ok_or_else(|| bad("status"))?,
         created_at: Timestamp(r.try_get("created_at")?),
         updated_at: Timestamp(r.try_get("updated_at")?),
         version: r.try_get("version")?,
@@ -43,7 +44,11 @@ fn user_from_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
 }
 
 /// Inserts a new user into the scope's tenant.
-pub async fn insert_user(conn: &mut AnyConnection, scope: &TenantScope, user: &UserRow) -> Result<(), sqlx::Error> {
+pub async fn insert_user(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+    user: &UserRow,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     ))
@@ -68,14 +73,16 @@ pub async fn get_user<'c, E: Executor<'c, Database = Any>>(
     scope: &TenantScope,
     id: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"))
-        .bind(scope.tenant_id())
-        .bind(id)
-        .fetch_optional(exec)
-        .await?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
+    sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(scope.tenant_id())
+    .bind(id)
+    .fetch_optional(exec)
+    .await?
+    .as_ref()
+    .map(user_from_row)
+    .transpose()
 }
 
 /// The user with this email in the scope's tenant.
@@ -84,14 +91,16 @@ pub async fn user_by_email<'c, E: Executor<'c, Database = Any>>(
     scope: &TenantScope,
     email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND email = $2"))
-        .bind(scope.tenant_id())
-        .bind(email)
-        .fetch_optional(exec)
-        .await?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
+    sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND email = $2"
+    ))
+    .bind(scope.tenant_id())
+    .bind(email)
+    .fetch_optional(exec)
+    .await?
+    .as_ref()
+    .map(user_from_row)
+    .transpose()
 }
 
 /// Users with this email in any tenant, or in `tenant_id` only (login, before
@@ -114,11 +123,13 @@ pub async fn login_candidates<'c, E: Executor<'c, Database = Any>>(
             .await?
         }
         None => {
-            sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1 ORDER BY tenant_id LIMIT $2"))
-                .bind(email)
-                .bind(limit)
-                .fetch_all(exec)
-                .await?
+            sqlx::query(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE email = $1 ORDER BY tenant_id LIMIT $2"
+            ))
+            .bind(email)
+            .bind(limit)
+            .fetch_all(exec)
+            .await?
         }
     };
     rows.iter().map(user_from_row).collect()
@@ -162,12 +173,18 @@ pub async fn list_users<'c, E: Executor<'c, Database = Any>>(
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// Writes the changed fields of `user` if its stored version is still `user.version - 1`.
 /// Returns false when someone else changed it first.
-pub async fn update_user(conn: &mut AnyConnection, scope: &TenantScope, user: &UserRow) -> Result<bool, sqlx::Error> {
+pub async fn update_user(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+    user: &UserRow,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE users SET name = $1, role = $2, status = $3, password_hash = $4, updated_at = $5, \
          version = $6 WHERE tenant_id = $7 AND id = $8 AND version = $9",
@@ -187,7 +204,12 @@ pub async fn update_user(conn: &mut AnyConnection, scope: &TenantScope, user: &U
 }
 
 /// Replaces a password hash without touching the version (re-hash on login).
-pub async fn set_password_hash(conn: &mut AnyConnection, scope: &TenantScope, id: &str, hash: &str) -> Result<(), sqlx::Error> {
+pub async fn set_password_hash(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+    id: &str,
+    hash: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = $1 WHERE tenant_id = $2 AND id = $3")
         .bind(hash)
         .bind(scope.tenant_id())
@@ -198,7 +220,11 @@ pub async fn set_password_hash(conn: &mut AnyConnection, scope: &TenantScope, id
 }
 
 /// Deletes a user; false when there was none.
-pub async fn delete_user(conn: &mut AnyConnection, scope: &TenantScope, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_user(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
         .bind(scope.tenant_id())
         .bind(id)
@@ -243,7 +269,11 @@ fn session_from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
 }
 
 /// Stores a new session and its first refresh token hash.
-pub async fn insert_session(conn: &mut AnyConnection, s: &SessionRow, refresh_hash: &str) -> Result<(), sqlx::Error> {
+pub async fn insert_session(
+    conn: &mut AnyConnection,
+    s: &SessionRow,
+    refresh_hash: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
     ))
@@ -263,13 +293,20 @@ pub async fn insert_session(conn: &mut AnyConnection, s: &SessionRow, refresh_ha
 }
 
 /// Adds a refresh token (hash) to a session.
-pub async fn insert_refresh(conn: &mut AnyConnection, sid: &str, hash: &str, now: Timestamp) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
-        .bind(hash)
-        .bind(sid)
-        .bind(now.millis())
-        .execute(conn)
-        .await?;
+pub async fn insert_refresh(
+    conn: &mut AnyConnection,
+    sid: &str,
+    hash: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+    )
+    .bind(hash)
+    .bind(sid)
+    .bind(now.millis())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -288,19 +325,25 @@ pub async fn use_refresh(
         return Ok(None);
     };
     let sid: String = row.try_get("session_id")?;
-    let first_use = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-        .bind(now.millis())
-        .bind(hash)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
+    let first_use = sqlx::query(
+        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+    )
+    .bind(now.millis())
+    .bind(hash)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
         == 1;
     let session = get_session(&mut *conn, &sid).await?;
     Ok(session.map(|s| (s, first_use)))
 }
 
 /// Records use of a session (on refresh).
-pub async fn touch_session(conn: &mut AnyConnection, sid: &str, now: Timestamp) -> Result<(), sqlx::Error> {
+pub async fn touch_session(
+    conn: &mut AnyConnection,
+    sid: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
         .bind(now.millis())
         .bind(sid)
@@ -310,14 +353,19 @@ pub async fn touch_session(conn: &mut AnyConnection, sid: &str, now: Timestamp) 
 }
 
 /// One session by id.
-pub async fn get_session<'c, E: Executor<'c, Database = Any>>(exec: E, sid: &str) -> Result<Option<SessionRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"))
-        .bind(sid)
-        .fetch_optional(exec)
-        .await?
-        .as_ref()
-        .map(session_from_row)
-        .transpose()
+pub async fn get_session<'c, E: Executor<'c, Database = Any>>(
+    exec: E,
+    sid: &str,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
+    ))
+    .bind(sid)
+    .fetch_optional(exec)
+    .await?
+    .as_ref()
+    .map(session_from_row)
+    .transpose()
 }
 
 /// Active sessions of a subject, newest first.
@@ -343,7 +391,10 @@ pub enum Revoke<'a> {
     /// One session.
     Session(&'a str),
     /// Every session of a subject, optionally but one.
-    Subject { id: &'a str, except: Option<&'a str> },
+    Subject {
+        id: &'a str,
+        except: Option<&'a str>,
+    },
     /// Every session in a tenant.
     Tenant(&'a str),
 }
@@ -357,7 +408,9 @@ pub async fn revoke_sessions(
 ) -> Result<Vec<String>, sqlx::Error> {
     let (condition, key, except) = match which {
         Revoke::Session(sid) => ("id = $3", sid, None),
-        Revoke::Subject { id, except } => ("subject_id = $3 AND ($4 IS NULL OR id <> $4)", id, except),
+        Revoke::Subject { id, except } => {
+            ("subject_id = $3 AND ($4 IS NULL OR id <> $4)", id, except)
+        }
         Revoke::Tenant(tid) => ("tenant_id = $3", tid, None),
     };
     let sql = format!(
@@ -449,7 +502,10 @@ pub async fn ip_failures<'c, E: Executor<'c, Database = Any>>(
     .bind(since.millis())
     .fetch_one(exec)
     .await?;
-    Ok((row.try_get("n")?, row.try_get::<Option<i64>, _>("latest")?.map(Timestamp)))
+    Ok((
+        row.try_get("n")?,
+        row.try_get::<Option<i64>, _>("latest")?.map(Timestamp),
+    ))
 }
 
 /// Deletes attempts older than `before` and sessions expired before it.
@@ -480,7 +536,9 @@ pub struct KeyRow {
 }
 
 /// Every stored key, newest first.
-pub async fn keys<'c, E: Executor<'c, Database = Any>>(exec: E) -> Result<Vec<KeyRow>, sqlx::Error> {
+pub async fn keys<'c, E: Executor<'c, Database = Any>>(
+    exec: E,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT kid, private_pkcs8, public_x, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
     )

@@ -82,8 +82,18 @@ pub struct UserChanges {
     pub version: Option<i64>,
 }
 
-pub(crate) async fn create(auth: &Auth, scope: &TenantScope, new: NewUser, actor: &Actor) -> Result<UserView, ApiError> {
-    let hash = auth.0.hashing.hash(new.password.secret()).await.map_err(|e| ApiError::internal("hashing", e))?;
+pub(crate) async fn create(
+    auth: &Auth,
+    scope: &TenantScope,
+    new: NewUser,
+    actor: &Actor,
+) -> Result<UserView, ApiError> {
+    let hash = auth
+        .0
+        .hashing
+        .hash(new.password.secret())
+        .await
+        .map_err(|e| ApiError::internal("hashing", e))?;
     let now = Timestamp::now();
     let user = UserRow {
         tenant_id: scope.tenant_id().to_string(),
@@ -97,12 +107,24 @@ pub(crate) async fn create(auth: &Auth, scope: &TenantScope, new: NewUser, actor
         updated_at: now,
         version: 1,
     };
-    let event = Event::new("auth", USER_CREATED, Some(scope.tenant_id()), &user.id, actor, json!({ "email": user.email, "role": user.role }));
+    let event = Event::new(
+        "auth",
+        USER_CREATED,
+        Some(scope.tenant_id()),
+        &user.id,
+        actor,
+        json!({ "email": user.email, "role": user.role }),
+    );
     let mut tx = auth.0.db.begin().await?;
-    store::insert_user(&mut tx, scope, &user).await.map_err(|e| match ApiError::from(e) {
-        e if e.code == "already_exists" => ApiError::conflict("email_taken", "a user with this email already exists in the tenant"),
-        e => e,
-    })?;
+    store::insert_user(&mut tx, scope, &user)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            e if e.code == "already_exists" => ApiError::conflict(
+                "email_taken",
+                "a user with this email already exists in the tenant",
+            ),
+            e => e,
+        })?;
     record(&mut tx, &event).await?;
     tx.commit().await?;
     auth.0.outbox.notify();
@@ -111,10 +133,20 @@ pub(crate) async fn create(auth: &Auth, scope: &TenantScope, new: NewUser, actor
 
 impl Auth {
     /// Creates a user in the scope's tenant (which must be active).
-    pub async fn create_user(&self, scope: &TenantScope, new: NewUser, actor: &Actor) -> Result<UserView, ApiError> {
+    pub async fn create_user(
+        &self,
+        scope: &TenantScope,
+        new: NewUser,
+        actor: &Actor,
+    ) -> Result<UserView, ApiError> {
         match self.tenants().resolve(scope.tenant_id()).await? {
-            Some(t) if t.status == platform::tenants::TenantStatus::Active => create(self, scope, new, actor).await,
-            Some(_) => Err(ApiError::conflict("tenant_suspended", "the tenant is suspended")),
+            Some(t) if t.status == platform::tenants::TenantStatus::Active => {
+                create(self, scope, new, actor).await
+            }
+            Some(_) => Err(ApiError::conflict(
+                "tenant_suspended",
+                "the tenant is suspended",
+            )),
             None => Err(ApiError::not_found("tenant")),
         }
     }
@@ -124,16 +156,38 @@ impl Auth {
         if !is_uuid(id) {
             return Err(ApiError::not_found("user"));
         }
-        store::get_user(self.0.db.reader(), scope, id).await?.map(UserView::from).ok_or_else(|| ApiError::not_found("user"))
+        store::get_user(self.0.db.reader(), scope, id)
+            .await?
+            .map(UserView::from)
+            .ok_or_else(|| ApiError::not_found("user"))
     }
 
     /// A page of the scope's users.
-    pub async fn users(&self, scope: &TenantScope, filter: &store::UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<UserView>, ApiError> {
-        Ok(store::list_users(self.0.db.reader(), scope, filter, after, limit).await?.into_iter().map(UserView::from).collect())
+    pub async fn users(
+        &self,
+        scope: &TenantScope,
+        filter: &store::UserFilter,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<UserView>, ApiError> {
+        Ok(
+            store::list_users(self.0.db.reader(), scope, filter, after, limit)
+                .await?
+                .into_iter()
+                .map(UserView::from)
+                .collect(),
+        )
     }
 
     /// Applies `changes` to a user; `expected` is the version from `If-Match` or the body.
-    pub async fn update_user(&self, scope: &TenantScope, id: &str, changes: UserChanges, expected: Option<i64>, caller: &Caller) -> Result<UserView, ApiError> {
+    pub async fn update_user(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        changes: UserChanges,
+        expected: Option<i64>,
+        caller: &Caller,
+    ) -> Result<UserView, ApiError> {
         let current = self.user_row(scope, id).await?;
         if let Some(expected) = expected.or(changes.version) {
             if expected != current.version {
@@ -141,8 +195,14 @@ impl Auth {
             }
         }
         let is_self = caller.id() == current.id;
-        if is_self && (changes.role.is_some_and(|r| r != current.role) || changes.status == Some(UserStatus::Disabled)) {
-            return Err(ApiError::conflict("cannot_modify_self", "you cannot change your own role or disable yourself"));
+        if is_self
+            && (changes.role.is_some_and(|r| r != current.role)
+                || changes.status == Some(UserStatus::Disabled))
+        {
+            return Err(ApiError::conflict(
+                "cannot_modify_self",
+                "you cannot change your own role or disable yourself",
+            ));
         }
         let mut next = current.clone();
         let mut changed = Vec::new();
@@ -162,7 +222,12 @@ impl Auth {
         }
         if let Some(password) = &changes.password {
             let password = NewPassword::parse("password", password)?;
-            next.password_hash = self.0.hashing.hash(password.secret()).await.map_err(|e| ApiError::internal("hashing", e))?;
+            next.password_hash = self
+                .0
+                .hashing
+                .hash(password.secret())
+                .await
+                .map_err(|e| ApiError::internal("hashing", e))?;
             changed.push("password");
         }
         if changed.is_empty() {
@@ -173,15 +238,37 @@ impl Auth {
         let actor = caller.actor();
         let mut tx = self.0.db.begin().await?;
         if !store::update_user(&mut tx, scope, &next).await? {
-            let version = store::get_user(&mut *tx, scope, id).await?.map(|u| u.version).unwrap_or(current.version);
+            let version = store::get_user(&mut *tx, scope, id)
+                .await?
+                .map(|u| u.version)
+                .unwrap_or(current.version);
             return Err(ApiError::stale(version));
         }
-        record(&mut tx, &Event::new("auth", USER_UPDATED, Some(scope.tenant_id()), id, &actor, json!({ "changed": changed }))).await?;
+        record(
+            &mut tx,
+            &Event::new(
+                "auth",
+                USER_UPDATED,
+                Some(scope.tenant_id()),
+                id,
+                &actor,
+                json!({ "changed": changed }),
+            ),
+        )
+        .await?;
         // A role change, a disabled account or a reset password ends the user's sessions so
         // that no token keeps the old rights.
-        let end_sessions = changed.iter().any(|c| matches!(*c, "role" | "status" | "password"));
+        let end_sessions = changed
+            .iter()
+            .any(|c| matches!(*c, "role" | "status" | "password"));
         let revoked = if end_sessions {
-            store::revoke_sessions(&mut tx, Revoke::Subject { id, except: None }, "user_changed", next.updated_at).await?
+            store::revoke_sessions(
+                &mut tx,
+                Revoke::Subject { id, except: None },
+                "user_changed",
+                next.updated_at,
+            )
+            .await?
         } else {
             Vec::new()
         };
@@ -192,17 +279,42 @@ impl Auth {
     }
 
     /// Deletes a user and ends their sessions.
-    pub async fn delete_user(&self, scope: &TenantScope, id: &str, caller: &Caller) -> Result<(), ApiError> {
+    pub async fn delete_user(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<(), ApiError> {
         let user = self.user_row(scope, id).await?;
         if caller.id() == user.id {
-            return Err(ApiError::conflict("cannot_modify_self", "you cannot delete yourself"));
+            return Err(ApiError::conflict(
+                "cannot_modify_self",
+                "you cannot delete yourself",
+            ));
         }
         let mut tx = self.0.db.begin().await?;
         if !store::delete_user(&mut tx, scope, id).await? {
             return Err(ApiError::not_found("user"));
         }
-        let revoked = store::revoke_sessions(&mut tx, Revoke::Subject { id, except: None }, "user_deleted", Timestamp::now()).await?;
-        record(&mut tx, &Event::new("auth", USER_DELETED, Some(scope.tenant_id()), id, &caller.actor(), json!({ "email": user.email }))).await?;
+        let revoked = store::revoke_sessions(
+            &mut tx,
+            Revoke::Subject { id, except: None },
+            "user_deleted",
+            Timestamp::now(),
+        )
+        .await?;
+        record(
+            &mut tx,
+            &Event::new(
+                "auth",
+                USER_DELETED,
+                Some(scope.tenant_id()),
+                id,
+                &caller.actor(),
+                json!({ "email": user.email }),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         self.0.outbox.notify();
         self.forget_sessions(&revoked);
@@ -213,11 +325,18 @@ impl Auth {
         if !is_uuid(id) {
             return Err(ApiError::not_found("user"));
         }
-        store::get_user(self.0.db.reader(), scope, id).await?.ok_or_else(|| ApiError::not_found("user"))
+        store::get_user(self.0.db.reader(), scope, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))
     }
 
     /// Changes the caller's own password (tenant users); other sessions are revoked.
-    pub async fn change_password(&self, caller: &Caller, current: &SecretString, new: &SecretString) -> Result<(), ApiError> {
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> Result<(), ApiError> {
         let Some(tenant_id) = &caller.claims.tid else {
             return Err(ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -227,21 +346,55 @@ impl Auth {
         };
         let scope = TenantScope::for_system_task(tenant_id);
         let user = self.user_row(&scope, caller.id()).await?;
-        let verified = self.0.hashing.verify(current, Some(&user.password_hash)).await.map_err(|e| ApiError::internal("hashing", e))?;
+        let verified = self
+            .0
+            .hashing
+            .verify(current, Some(&user.password_hash))
+            .await
+            .map_err(|e| ApiError::internal("hashing", e))?;
         if !verified.ok() {
-            return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "wrong_password", "the current password is wrong"));
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "wrong_password",
+                "the current password is wrong",
+            ));
         }
         let new = NewPassword::parse("new_password", new)?;
         let mut next = user.clone();
-        next.password_hash = self.0.hashing.hash(new.secret()).await.map_err(|e| ApiError::internal("hashing", e))?;
+        next.password_hash = self
+            .0
+            .hashing
+            .hash(new.secret())
+            .await
+            .map_err(|e| ApiError::internal("hashing", e))?;
         next.version += 1;
         next.updated_at = Timestamp::now();
         let mut tx = self.0.db.begin().await?;
         if !store::update_user(&mut tx, &scope, &next).await? {
             return Err(ApiError::stale(user.version + 1));
         }
-        let revoked = store::revoke_sessions(&mut tx, Revoke::Subject { id: &user.id, except: Some(caller.session_id()) }, "password_changed", next.updated_at).await?;
-        record(&mut tx, &Event::new("auth", PASSWORD_CHANGED, Some(tenant_id), &user.id, &caller.actor(), json!({ "revoked_sessions": revoked.len() }))).await?;
+        let revoked = store::revoke_sessions(
+            &mut tx,
+            Revoke::Subject {
+                id: &user.id,
+                except: Some(caller.session_id()),
+            },
+            "password_changed",
+            next.updated_at,
+        )
+        .await?;
+        record(
+            &mut tx,
+            &Event::new(
+                "auth",
+                PASSWORD_CHANGED,
+                Some(tenant_id),
+                &user.id,
+                &caller.actor(),
+                json!({ "revoked_sessions": revoked.len() }),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         self.0.outbox.notify();
         self.forget_sessions(&revoked);
@@ -258,7 +411,13 @@ impl Auth {
         let session = store::get_session(self.0.db.reader(), sid).await?;
         match session {
             Some(s) if s.subject_id == caller.id() && s.revoked_at.is_none() => {
-                self.revoke(Revoke::Session(sid), "revoked_by_owner", &caller.actor(), caller.claims.tid.as_deref()).await?;
+                self.revoke(
+                    Revoke::Session(sid),
+                    "revoked_by_owner",
+                    &caller.actor(),
+                    caller.claims.tid.as_deref(),
+                )
+                .await?;
                 Ok(())
             }
             _ => Err(ApiError::not_found("session")),
@@ -269,7 +428,18 @@ impl Auth {
     pub async fn rotate_keys(&self, caller: &Caller) -> Result<String, ApiError> {
         let kid = self.0.keys.rotate(&self.0.db, &self.0.ctx.verifier).await?;
         let mut tx = self.0.db.begin().await?;
-        record(&mut tx, &Event::new("auth", crate::events::KEYS_ROTATED, None, &kid, &caller.actor(), json!({ "kid": kid }))).await?;
+        record(
+            &mut tx,
+            &Event::new(
+                "auth",
+                crate::events::KEYS_ROTATED,
+                None,
+                &kid,
+                &caller.actor(),
+                json!({ "kid": kid }),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         self.0.outbox.notify();
         Ok(kid)

@@ -49,9 +49,19 @@ impl std::fmt::Debug for App {
 }
 
 /// Opens a service's database (creating and migrating it).
-async fn open_db(settings: &Settings, info: ServiceInfo, db_settings: &platform::config::DatabaseSettings) -> anyhow::Result<Db> {
+async fn open_db(
+    settings: &Settings,
+    info: ServiceInfo,
+    db_settings: &platform::config::DatabaseSettings,
+) -> anyhow::Result<Db> {
     let url = database_url(info.name, db_settings, &settings.data_dir);
-    let db = Db::connect(info.name, &url, db_settings.max_connections, &settings.database).await?;
+    let db = Db::connect(
+        info.name,
+        &url,
+        db_settings.max_connections,
+        &settings.database,
+    )
+    .await?;
     db.migrate(info.migrations).await?;
     Ok(db)
 }
@@ -71,7 +81,12 @@ impl App {
 
         let cdx_db = open_db(&settings, cdx::SERVICE, &settings.cdx.database).await?;
         let cdx_outbox = Outbox::new(cdx_db.clone(), bus.clone());
-        let cdx = cdx::Cdx::new(cdx_db.clone(), cdx_outbox.clone(), context(&cdx_db), hashing.clone());
+        let cdx = cdx::Cdx::new(
+            cdx_db.clone(),
+            cdx_outbox.clone(),
+            context(&cdx_db),
+            hashing.clone(),
+        );
 
         let auth_db = open_db(&settings, auth::SERVICE, &settings.auth.database).await?;
         let auth_outbox = Outbox::new(auth_db.clone(), bus.clone());
@@ -92,10 +107,23 @@ impl App {
             bus.subscribe(consumer);
         }
         let services = vec![
-            ServiceDb { info: cdx::SERVICE, db: cdx_db, outbox: cdx_outbox },
-            ServiceDb { info: auth::SERVICE, db: auth_db, outbox: auth_outbox },
+            ServiceDb {
+                info: cdx::SERVICE,
+                db: cdx_db,
+                outbox: cdx_outbox,
+            },
+            ServiceDb {
+                info: auth::SERVICE,
+                db: auth_db,
+                outbox: auth_outbox,
+            },
         ];
-        Ok(App { settings: Arc::new(settings), cdx, auth, services })
+        Ok(App {
+            settings: Arc::new(settings),
+            cdx,
+            auth,
+            services,
+        })
     }
 
     /// Delivers every pending event of every service (used by the CLI before it exits, and
@@ -105,7 +133,11 @@ impl App {
         for _ in 0..5 {
             let mut delivered = 0;
             for service in &self.services {
-                delivered += service.outbox.flush().await.map_err(|e| anyhow::anyhow!("{}", e.0))?;
+                delivered += service
+                    .outbox
+                    .flush()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.0))?;
             }
             if delivered == 0 {
                 break;
@@ -161,7 +193,10 @@ impl App {
             .route("/ready", get(ready))
             .route("/api/openapi.json", get(openapi))
             .with_state(self.clone());
-        let api = Router::new().merge(self.cdx.router()).merge(self.auth.router()).merge(health);
+        let api = Router::new()
+            .merge(self.cdx.router())
+            .merge(self.auth.router())
+            .merge(health);
         platform::http::edge(api, &self.settings.http)
     }
 
@@ -188,7 +223,12 @@ async fn health(axum::extract::State(app): axum::extract::State<App>) -> Json<Va
     let services: serde_json::Map<String, Value> = app
         .services
         .iter()
-        .map(|s| (s.info.name.to_string(), json!({ "status": "ok", "version": s.info.version })))
+        .map(|s| {
+            (
+                s.info.name.to_string(),
+                json!({ "status": "ok", "version": s.info.version }),
+            )
+        })
         .collect();
     Json(json!({ "status": "ok", "services": services }))
 }
@@ -198,7 +238,9 @@ async fn ready(axum::extract::State(app): axum::extract::State<App>) -> impl Int
     let mut services = serde_json::Map::new();
     for service in &app.services {
         let status = match service_ready(service).await {
-            Ok(()) => json!({ "status": "ready", "backend": format!("{:?}", service.db.backend()).to_lowercase() }),
+            Ok(()) => {
+                json!({ "status": "ready", "backend": format!("{:?}", service.db.backend()).to_lowercase() })
+            }
             Err(reason) => {
                 all_ready = false;
                 json!({ "status": "unavailable", "reason": reason })
@@ -211,7 +253,12 @@ async fn ready(axum::extract::State(app): axum::extract::State<App>) -> impl Int
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "status": if all_ready { "ready" } else { "unavailable" }, "services": services })))
+    (
+        status,
+        Json(
+            json!({ "status": if all_ready { "ready" } else { "unavailable" }, "services": services }),
+        ),
+    )
 }
 
 /// The OpenAPI document of every service, merged.
@@ -234,7 +281,12 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
     );
     doc
 }

@@ -24,9 +24,16 @@ async fn open(settings: Settings, demo: bool) -> anyhow::Result<App> {
 /// Loads the demo data (idempotent): superadmin `test`, client "Demo Client", tenant `demo`
 /// with `john.doe@demo.com` (user) and `jane.smith@demo.com` (admin).
 pub async fn seed_demo(app: &App) -> anyhow::Result<()> {
-    let tenant = app.cdx.seed_demo().await.map_err(|e| anyhow::anyhow!("seeding cdx: {e}"))?;
+    let tenant = app
+        .cdx
+        .seed_demo()
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding cdx: {e}"))?;
     app.flush_events().await?;
-    app.auth.seed_demo(&tenant.id).await.map_err(|e| anyhow::anyhow!("seeding auth: {e}"))?;
+    app.auth
+        .seed_demo(&tenant.id)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding auth: {e}"))?;
     app.flush_events().await
 }
 
@@ -43,11 +50,20 @@ pub struct Running {
 }
 
 /// Starts the all-in-one server on `listener` and returns once it accepts requests.
-pub async fn start(settings: Settings, demo: bool, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
+pub async fn start(
+    settings: Settings,
+    demo: bool,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<Running> {
     let app = open(settings, demo).await?;
     let addr = listener.local_addr()?;
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-    app.register_services(&format!("http://{host}:{}", addr.port())).await?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    app.register_services(&format!("http://{host}:{}", addr.port()))
+        .await?;
     let background = app.start_background();
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     let mut shutdown = stopping.clone();
@@ -80,7 +96,12 @@ pub async fn start(settings: Settings, demo: bool, listener: tokio::net::TcpList
         served.close().await;
         result
     });
-    Ok(Running { addr, done, stop, app })
+    Ok(Running {
+        addr,
+        done,
+        stop,
+        app,
+    })
 }
 
 /// `metatron serve`: runs until Ctrl-C or SIGTERM.
@@ -93,12 +114,25 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let data_dir = settings.data_dir.clone();
     let running = start(settings, demo, listener).await?;
     let port = running.addr.port();
-    tracing::info!(port, elapsed_ms = started.elapsed().as_millis() as u64, "metatron is ready");
-    println!("Metatron is running on http://localhost:{port}  (data: {})", data_dir.display());
+    tracing::info!(
+        port,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "metatron is ready"
+    );
+    println!(
+        "Metatron is running on http://localhost:{port}  (data: {})",
+        data_dir.display()
+    );
     if demo {
         println!("Demo logins: superadmin test / test123; tenant demo: jane.smith@demo.com / demo123 (admin), john.doe@demo.com / demo123 (user)");
     }
-    if !running.app.cdx.has_admin().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+    if !running
+        .app
+        .cdx
+        .has_admin()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
         println!(
             "No superadmin exists yet. Create one with:\n  metatron admin create --username NAME --data-dir {}\n(or start with --demo for the demo data)",
             data_dir.display()
@@ -176,7 +210,10 @@ pub async fn inspect(settings: &Settings) -> anyhow::Result<Vec<DatabaseReport>>
         let db = platform::db::Db::connect(name, &url, Some(1), &settings.database).await?;
         let mut tables = Vec::new();
         for table in db.tables().await? {
-            tables.push(TableReport { rows: db.count_rows(&table).await?, name: table });
+            tables.push(TableReport {
+                rows: db.count_rows(&table).await?,
+                name: table,
+            });
         }
         reports.push(DatabaseReport {
             service: name.to_string(),
@@ -193,8 +230,14 @@ pub async fn inspect(settings: &Settings) -> anyhow::Result<Vec<DatabaseReport>>
 /// Prints an `inspect` report as text.
 pub fn print_inspect(reports: &[DatabaseReport]) {
     for r in reports {
-        let version = r.migration_version.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
-        println!("{} — {} ({}, migration {version})", r.service, r.url, r.backend);
+        let version = r
+            .migration_version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "none".into());
+        println!(
+            "{} — {} ({}, migration {version})",
+            r.service, r.url, r.backend
+        );
         for t in &r.tables {
             println!("  {:<24} {:>10}", t.name, t.rows);
         }
@@ -211,7 +254,9 @@ fn read_password() -> anyhow::Result<SecretString> {
     } else {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        Ok(SecretString::from(line.trim_end_matches(['\r', '\n']).to_string()))
+        Ok(SecretString::from(
+            line.trim_end_matches(['\r', '\n']).to_string(),
+        ))
     }
 }
 
@@ -227,7 +272,11 @@ pub async fn admin_create(settings: Settings, username: &str) -> anyhow::Result<
     app.flush_events().await?;
     app.close().await;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "superadmin {} created (id {})", admin.username, admin.id)?;
+    writeln!(
+        out,
+        "superadmin {} created (id {})",
+        admin.username, admin.id
+    )?;
     Ok(())
 }
 

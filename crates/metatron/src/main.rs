@@ -65,7 +65,9 @@ enum AdminCommand {
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
         .map_err(|e| anyhow::anyhow!("invalid setting `log`: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -94,9 +96,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Admin { command: AdminCommand::Create { username } } => {
-            metatron::commands::admin_create(settings, &username).await
-        }
+        Command::Admin {
+            command: AdminCommand::Create { username },
+        } => metatron::commands::admin_create(settings, &username).await,
         Command::SeedDemo => metatron::commands::seed(settings).await,
     }
 }

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 
 use crate::error::ApiError;
 use crate::events::Actor;
@@ -21,7 +21,9 @@ use crate::tenants::{TenantRef, TenantReplica};
 use crate::token::{Claims, Verifier};
 
 /// Role of a caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Platform operator.
@@ -81,7 +83,10 @@ impl Revocations {
     /// Whether `sid` was revoked.
     pub fn is_revoked(&self, sid: &str) -> bool {
         // A poisoned lock fails closed.
-        self.sessions.read().map(|m| m.contains_key(sid)).unwrap_or(true)
+        self.sessions
+            .read()
+            .map(|m| m.contains_key(sid))
+            .unwrap_or(true)
     }
 }
 
@@ -174,7 +179,10 @@ where
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .ok_or_else(|| ApiError::unauthorized("a bearer access token is required"))?;
         let claims = ctx.verifier.verify(token.trim()).map_err(|e| {
             ApiError::unauthorized(match e {
@@ -254,11 +262,19 @@ pub struct TenantMember {
     pub scope: TenantScope,
 }
 
-async fn tenant_of(parts: &Parts, caller: &Caller, ctx: &AuthContext) -> Result<TenantScope, ApiError> {
+async fn tenant_of(
+    parts: &Parts,
+    caller: &Caller,
+    ctx: &AuthContext,
+) -> Result<TenantScope, ApiError> {
     let named = parts
         .headers
         .get(X_TENANT)
-        .map(|v| v.to_str().map(str::trim).map_err(|_| ApiError::bad_request("invalid_header", "X-Tenant is not valid text")))
+        .map(|v| {
+            v.to_str()
+                .map(str::trim)
+                .map_err(|_| ApiError::bad_request("invalid_header", "X-Tenant is not valid text"))
+        })
         .transpose()?;
     match (&caller.claims.tid, named) {
         (Some(own), None) => Ok(TenantScope::for_system_task(own)),

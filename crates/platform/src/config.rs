@@ -32,7 +32,10 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(
     let mut sections: Vec<String> = sections.iter().map(|s| s.to_string()).collect();
     sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
     figment = figment
-        .merge(Env::prefixed("METATRON_").map(move |key| env_key_to_path(key.as_str(), &sections).into()))
+        .merge(
+            Env::prefixed("METATRON_")
+                .map(move |key| env_key_to_path(key.as_str(), &sections).into()),
+        )
         .merge(overrides);
     figment.extract::<T>().map_err(describe_error)
 }
@@ -221,7 +224,9 @@ mod tests {
             let tree: Tree = load(
                 Some(Path::new("m.toml")),
                 SECTIONS,
-                Overrides::new().set("port", Some(3u16)).set("auth.ttl", None::<u32>),
+                Overrides::new()
+                    .set("port", Some(3u16))
+                    .set("auth.ttl", None::<u32>),
             )
             .map_err(figment::Error::from)?;
             assert_eq!(tree.port, 3, "flag beats env and file");

@@ -138,7 +138,8 @@ fn split_schema(url: &str) -> (String, Option<String>) {
 fn valid_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
@@ -165,8 +166,7 @@ impl Db {
             let path = path.split('?').next().unwrap_or(path);
             if let Some(parent) = Path::new(path).parent() {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+                    std::fs::create_dir_all(parent).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
                 }
             }
             let with_mode = if url.contains('?') {
@@ -396,9 +396,15 @@ mod tests {
     fn schema_parameter_is_ours() {
         assert_eq!(
             split_schema("postgres://h/db?schema=auth&sslmode=disable"),
-            ("postgres://h/db?sslmode=disable".to_string(), Some("auth".to_string()))
+            (
+                "postgres://h/db?sslmode=disable".to_string(),
+                Some("auth".to_string())
+            )
         );
-        assert_eq!(split_schema("postgres://h/db"), ("postgres://h/db".to_string(), None));
+        assert_eq!(
+            split_schema("postgres://h/db"),
+            ("postgres://h/db".to_string(), None)
+        );
         assert!(valid_identifier("auth_2"));
         assert!(!valid_identifier("auth; drop"));
     }

@@ -58,8 +58,12 @@ impl ApiError {
     /// 422: well-formed but invalid; `field` names the offending input.
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", format!("{field}: {message}"))
-            .with_details(json!({ "field": field, "reason": message }))
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            format!("{field}: {message}"),
+        )
+        .with_details(json!({ "field": field, "reason": message }))
     }
 
     /// 401: no valid credentials.
@@ -74,7 +78,11 @@ impl ApiError {
 
     /// 404 for a resource kind, e.g. `not_found("user")`.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 409: conflicts with the current state.
@@ -109,7 +117,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -141,9 +155,10 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::unavailable("the database is busy; retry shortly")
             }
             sqlx::Error::Database(db) => match db.kind() {
-                ErrorKind::UniqueViolation => {
-                    ApiError::conflict("already_exists", "a resource with these values already exists")
-                }
+                ErrorKind::UniqueViolation => ApiError::conflict(
+                    "already_exists",
+                    "a resource with these values already exists",
+                ),
                 ErrorKind::ForeignKeyViolation => ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_reference",

@@ -184,12 +184,21 @@ impl Bus {
     /// Delivers `event` to every interested handler; fails if any of them fails.
     pub async fn publish(&self, event: &Event) -> Result<(), HandlerError> {
         let handlers: Vec<Arc<dyn EventHandler>> = match self.handlers.read() {
-            Ok(h) => h.iter().filter(|h| h.wants(&event.event_type)).cloned().collect(),
+            Ok(h) => h
+                .iter()
+                .filter(|h| h.wants(&event.event_type))
+                .cloned()
+                .collect(),
             Err(_) => return Err(HandlerError("event bus poisoned".into())),
         };
         for handler in handlers {
             handler.handle(event).await.map_err(|e| {
-                HandlerError(format!("{} failed on {}: {}", handler.name(), event.event_type, e.0))
+                HandlerError(format!(
+                    "{} failed on {}: {}",
+                    handler.name(),
+                    event.event_type,
+                    e.0
+                ))
             })?;
         }
         Ok(())
@@ -347,16 +356,37 @@ mod tests {
         });
         bus.subscribe(handler.clone());
         let outbox = Outbox::new(db.clone(), bus.clone());
-        let event = Event::new("t", "test.thing", None, "a1", &Actor::system("test"), Value::Null);
+        let event = Event::new(
+            "t",
+            "test.thing",
+            None,
+            "a1",
+            &Actor::system("test"),
+            Value::Null,
+        );
         let mut tx = db.begin().await.expect("begin");
         record(&mut tx, &event).await.expect("record");
-        record(&mut tx, &Event::new("t", "other.thing", None, "a1", &Actor::system("t"), Value::Null))
-            .await
-            .expect("record");
+        record(
+            &mut tx,
+            &Event::new(
+                "t",
+                "other.thing",
+                None,
+                "a1",
+                &Actor::system("t"),
+                Value::Null,
+            ),
+        )
+        .await
+        .expect("record");
         tx.commit().await.expect("commit");
 
         assert!(outbox.flush().await.is_err(), "first delivery fails");
-        assert_eq!(db.count_rows("outbox").await.expect("count"), 2, "nothing lost");
+        assert_eq!(
+            db.count_rows("outbox").await.expect("count"),
+            2,
+            "nothing lost"
+        );
         assert_eq!(outbox.flush().await.expect("retry"), 2);
         assert_eq!(db.count_rows("outbox").await.expect("count"), 0);
         // A redelivery of the same event (at-least-once) has no second effect.

@@ -51,7 +51,9 @@ where
                 "the body must be JSON with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
         parse_json(&bytes).map(Json)
     }
 }
@@ -66,7 +68,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 "invalid_body",
                 format!("the body does not match the expected shape: {e}"),
             ),
-            _ => ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")),
+            _ => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            }
         }
     })
 }
@@ -96,7 +100,10 @@ pub struct Query<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
@@ -111,7 +118,10 @@ pub struct Path<T>(pub T);
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
@@ -126,14 +136,15 @@ pub fn if_match_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, 
     };
     let text = value.to_str().unwrap_or_default().trim();
     let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse::<i64>()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be an ETag from this API"))
+    text.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::bad_request("invalid_if_match", "If-Match must be an ETag from this API")
+    })
 }
 
 /// The `ETag` of a resource version.
 pub fn etag(version: i64) -> (header::HeaderName, HeaderValue) {
-    let value = HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""));
+    let value = HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or(HeaderValue::from_static("\"0\""));
     (header::ETAG, value)
 }
 
@@ -145,7 +156,9 @@ pub fn edge(router: Router, settings: &HttpSettings) -> Router {
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
+        .layer(middleware::from_fn(move |req, next| {
+            with_timeout(timeout, req, next)
+        }))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked", "panic").into_response()
         }))
@@ -177,7 +190,9 @@ async fn json_errors(req: Request, next: Next) -> Response {
     }
     let (code, message) = match status {
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed here"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body exceeds the size limit"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("body_too_large", "the request body exceeds the size limit")
+        }
         StatusCode::NOT_FOUND => ("not_found", "not found"),
         s if s.is_server_error() => ("internal_error", "an internal error occurred"),
         _ => ("bad_request", "the request could not be processed"),
@@ -191,13 +206,17 @@ async fn json_errors(req: Request, next: Next) -> Response {
 
 fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
 async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
     let id = match req.headers().get(REQUEST_ID) {
         Some(v) if valid_request_id(v) => v.clone(),
-        _ => HeaderValue::from_str(&crate::ids::new_id()).unwrap_or(HeaderValue::from_static("invalid")),
+        _ => HeaderValue::from_str(&crate::ids::new_id())
+            .unwrap_or(HeaderValue::from_static("invalid")),
     };
     req.headers_mut().insert(REQUEST_ID, id.clone());
     let method = req.method().clone();
@@ -212,7 +231,11 @@ async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
     let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = response.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(status, duration_us = started.elapsed().as_micros() as u64, "request finished")
+        tracing::info!(
+            status,
+            duration_us = started.elapsed().as_micros() as u64,
+            "request finished"
+        )
     });
     response.headers_mut().insert(REQUEST_ID, id);
     response
@@ -256,12 +279,20 @@ mod tests {
         )
     }
 
-    async fn call(req: axum::http::Request<Body>) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
+    async fn call(
+        req: axum::http::Request<Body>,
+    ) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
         let response = app().oneshot(req).await.expect("response");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or_default(), headers)
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+            headers,
+        )
     }
 
     fn post_json(body: &str, content_type: &str) -> axum::http::Request<Body> {
@@ -274,13 +305,48 @@ mod tests {
     #[tokio::test]
     async fn bad_input_answers_json_errors() {
         let cases = [
-            (post_json("{", "application/json"), StatusCode::BAD_REQUEST, "malformed_json"),
-            (post_json(r#"{"name":1}"#, "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-            (post_json(r#"{"name":"a","x":1}"#, "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-            (post_json(r#"{"name":"a"}"#, "text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            (post_json(&format!(r#"{{"name":"{}"}}"#, "a".repeat(100)), "application/json"), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            (axum::http::Request::get("/echo").body(Body::empty()).expect("req"), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            (axum::http::Request::get("/nope").body(Body::empty()).expect("req"), StatusCode::NOT_FOUND, "not_found"),
+            (
+                post_json("{", "application/json"),
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+            ),
+            (
+                post_json(r#"{"name":1}"#, "application/json"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                post_json(r#"{"name":"a","x":1}"#, "application/json"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                post_json(r#"{"name":"a"}"#, "text/plain"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                post_json(
+                    &format!(r#"{{"name":"{}"}}"#, "a".repeat(100)),
+                    "application/json",
+                ),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                axum::http::Request::get("/echo")
+                    .body(Body::empty())
+                    .expect("req"),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                axum::http::Request::get("/nope")
+                    .body(Body::empty())
+                    .expect("req"),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
         ];
         for (req, status, code) in cases {
             let (got, body, headers) = call(req).await;
@@ -293,12 +359,14 @@ mod tests {
     #[tokio::test]
     async fn keeps_a_valid_request_id_and_replaces_a_bad_one() {
         let mut req = post_json(r#"{"name":"a"}"#, "application/json");
-        req.headers_mut().insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        req.headers_mut()
+            .insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
         let (status, _, headers) = call(req).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[REQUEST_ID], "abc-123");
         let mut req = post_json(r#"{"name":"a"}"#, "application/json");
-        req.headers_mut().insert(REQUEST_ID, HeaderValue::from_static("bad id <script>"));
+        req.headers_mut()
+            .insert(REQUEST_ID, HeaderValue::from_static("bad id <script>"));
         let (_, _, headers) = call(req).await;
         assert_ne!(headers[REQUEST_ID], "bad id <script>");
     }

@@ -52,7 +52,12 @@ impl PageParams {
                     .decode(c)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| ApiError::bad_request("invalid_cursor", "the cursor is not one this API issued"))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_cursor",
+                            "the cursor is not one this API issued",
+                        )
+                    })
             })
             .transpose()
     }
@@ -68,7 +73,10 @@ pub fn page<T>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Page
     } else {
         None
     };
-    Page { items: rows, next_cursor }
+    Page {
+        items: rows,
+        next_cursor,
+    }
 }
 
 #[cfg(test)]
@@ -79,11 +87,31 @@ mod tests {
     fn cursor_round_trip_and_limits() {
         let p = page(vec!["a", "b", "c"], 2, |s| s.to_string());
         assert_eq!(p.items, vec!["a", "b"]);
-        let params = PageParams { limit: Some(2), cursor: p.next_cursor };
+        let params = PageParams {
+            limit: Some(2),
+            cursor: p.next_cursor,
+        };
         assert_eq!(params.after().expect("cursor"), Some("b".to_string()));
-        assert!(page(vec!["a"], 2, |s: &&str| s.to_string()).next_cursor.is_none());
-        assert!(PageParams { limit: Some(0), cursor: None }.limit().is_err());
-        assert!(PageParams { limit: Some(501), cursor: None }.limit().is_err());
-        assert!(PageParams { limit: None, cursor: Some("!!".into()) }.after().is_err());
+        assert!(page(vec!["a"], 2, |s: &&str| s.to_string())
+            .next_cursor
+            .is_none());
+        assert!(PageParams {
+            limit: Some(0),
+            cursor: None
+        }
+        .limit()
+        .is_err());
+        assert!(PageParams {
+            limit: Some(501),
+            cursor: None
+        }
+        .limit()
+        .is_err());
+        assert!(PageParams {
+            limit: None,
+            cursor: Some("!!".into())
+        }
+        .after()
+        .is_err());
     }
 }

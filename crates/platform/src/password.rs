@@ -74,7 +74,9 @@ pub struct PasswordHashing {
 
 impl std::fmt::Debug for PasswordHashing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHashing").field("params", &self.params).finish()
+        f.debug_struct("PasswordHashing")
+            .field("params", &self.params)
+            .finish()
     }
 }
 
@@ -82,11 +84,18 @@ impl PasswordHashing {
     /// A hasher with `params`, running at most `params.concurrency` hashes at once.
     pub fn new(params: HashParams) -> Result<Self, HashError> {
         let concurrency = match params.concurrency {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             n => n,
         };
-        let p = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-            .map_err(|e| HashError(format!("invalid argon2 parameters: {e}")))?;
+        let p = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| HashError(format!("invalid argon2 parameters: {e}")))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
         let salt = SaltString::generate(&mut OsRng);
         let decoy = argon
@@ -143,7 +152,9 @@ impl PasswordHashing {
         stored: Option<&str>,
     ) -> Result<Verified, HashError> {
         let known = stored.is_some();
-        let stored = stored.map(str::to_string).unwrap_or_else(|| self.decoy.to_string());
+        let stored = stored
+            .map(str::to_string)
+            .unwrap_or_else(|| self.decoy.to_string());
         let password = password.clone();
         let current = self.params;
         self.blocking(move |argon| {
@@ -183,14 +194,12 @@ mod tests {
     use super::*;
 
     fn cheap(memory_kib: u32) -> PasswordHashing {
-        PasswordHashing::new(
-            HashParams {
-                concurrency: 2,
-                memory_kib,
-                iterations: 1,
-                parallelism: 1,
-            },
-        )
+        PasswordHashing::new(HashParams {
+            concurrency: 2,
+            memory_kib,
+            iterations: 1,
+            parallelism: 1,
+        })
         .expect("hasher")
     }
 
@@ -200,16 +209,24 @@ mod tests {
         let old = cheap(1024);
         let stored = old.hash(&pw).await.expect("hash");
         assert!(stored.starts_with("$argon2id$"));
-        assert_eq!(old.verify(&pw, Some(&stored)).await.expect("verify"), Verified::Yes);
         assert_eq!(
-            old.verify(&SecretString::from("wrong"), Some(&stored)).await.expect("verify"),
+            old.verify(&pw, Some(&stored)).await.expect("verify"),
+            Verified::Yes
+        );
+        assert_eq!(
+            old.verify(&SecretString::from("wrong"), Some(&stored))
+                .await
+                .expect("verify"),
             Verified::No
         );
         let new = cheap(2048);
         match new.verify(&pw, Some(&stored)).await.expect("verify") {
             Verified::YesRehashed(h) => {
                 assert!(h.contains("m=2048"), "{h}");
-                assert_eq!(new.verify(&pw, Some(&h)).await.expect("verify"), Verified::Yes);
+                assert_eq!(
+                    new.verify(&pw, Some(&h)).await.expect("verify"),
+                    Verified::Yes
+                );
             }
             other => panic!("expected a rehash, got {other:?}"),
         }
@@ -218,9 +235,16 @@ mod tests {
     #[tokio::test]
     async fn unknown_accounts_never_verify() {
         let h = cheap(1024);
-        assert_eq!(h.verify(&SecretString::from("x"), None).await.expect("verify"), Verified::No);
         assert_eq!(
-            h.verify(&SecretString::from("x"), Some("garbage")).await.expect("verify"),
+            h.verify(&SecretString::from("x"), None)
+                .await
+                .expect("verify"),
+            Verified::No
+        );
+        assert_eq!(
+            h.verify(&SecretString::from("x"), Some("garbage"))
+                .await
+                .expect("verify"),
             Verified::No
         );
     }

@@ -105,7 +105,10 @@ impl EventHandler for TenantReplica {
         let slug = event.data["slug"].as_str();
         let status = event.data["status"].as_str().and_then(TenantStatus::parse);
         let (Some(slug), Some(status)) = (slug, status) else {
-            return Err(HandlerError(format!("{} without slug/status", event.event_type)));
+            return Err(HandlerError(format!(
+                "{} without slug/status",
+                event.event_type
+            )));
         };
         let Some(mut tx) = begin_once(&self.db, self.name(), event).await? else {
             return Ok(());

@@ -19,7 +19,8 @@ pub fn backend() -> Backend {
 }
 
 fn postgres_server() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A throwaway set of databases for one test; dropped with it.
@@ -75,14 +76,21 @@ impl Drop for TestDatabases {
         let server = postgres_server();
         // Drop runs inside the test's runtime; a separate thread gets a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
                 use sqlx::{ConnectOptions, Executor};
                 crate::db::install_drivers();
-                let Ok(options) = server.parse::<sqlx::any::AnyConnectOptions>() else { return };
-                let Ok(mut conn) = options.connect().await else { return };
+                let Ok(options) = server.parse::<sqlx::any::AnyConnectOptions>() else {
+                    return;
+                };
+                let Ok(mut conn) = options.connect().await else {
+                    return;
+                };
                 for name in names {
                     let _ = conn
                         .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())

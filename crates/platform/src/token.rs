@@ -99,13 +99,20 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl Signer {
     /// A signer for a stored key.
-    pub fn new(kid: &str, private_pkcs8: &str, issuer: &str, audience: &str) -> Result<Self, String> {
+    pub fn new(
+        kid: &str,
+        private_pkcs8: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, String> {
         let der = URL_SAFE_NO_PAD
             .decode(private_pkcs8)
             .map_err(|e| format!("stored signing key is not base64url: {e}"))?;
@@ -185,13 +192,19 @@ impl Verifier {
     }
 
     /// Replaces the set of accepted public keys (`kid`, base64url `x`).
-    pub fn set_keys<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), String> {
+    pub fn set_keys<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), String> {
         let mut map = HashMap::new();
         for (kid, x) in keys {
             let key = DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?;
             map.insert(kid.to_string(), key);
         }
-        let mut guard = self.keys.write().map_err(|_| "key set poisoned".to_string())?;
+        let mut guard = self
+            .keys
+            .write()
+            .map_err(|_| "key set poisoned".to_string())?;
         *guard = map;
         drop(guard);
         // A key that left the set must not keep its tokens alive through the cache.
@@ -252,7 +265,9 @@ mod tests {
     #[test]
     fn round_trip_and_cache() {
         let (signer, verifier, _) = pair();
-        let (token, claims) = signer.issue("u1", Some("t1"), "user", "s1", 60).expect("issue");
+        let (token, claims) = signer
+            .issue("u1", Some("t1"), "user", "s1", 60)
+            .expect("issue");
         assert_eq!(*verifier.verify(&token).expect("valid"), claims);
         assert_eq!(*verifier.verify(&token).expect("cached"), claims);
     }
@@ -260,10 +275,14 @@ mod tests {
     #[test]
     fn rejects_expired_tampered_foreign_and_unsigned_tokens() {
         let (signer, verifier, _) = pair();
-        let (expired, _) = signer.issue("u1", None, "superadmin", "s1", -5).expect("issue");
+        let (expired, _) = signer
+            .issue("u1", None, "superadmin", "s1", -5)
+            .expect("issue");
         assert_eq!(verifier.verify(&expired), Err(TokenError::Expired));
 
-        let (token, _) = signer.issue("u1", Some("t1"), "user", "s1", 60).expect("issue");
+        let (token, _) = signer
+            .issue("u1", Some("t1"), "user", "s1", 60)
+            .expect("issue");
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
         let forged = URL_SAFE_NO_PAD.encode(
             String::from_utf8(URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64"))
@@ -274,21 +293,23 @@ mod tests {
         assert_eq!(verifier.verify(&parts.join(".")), Err(TokenError::Invalid));
 
         let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
-        let unsigned = format!("{none_header}.{}.", token.split('.').nth(1).expect("payload"));
+        let unsigned = format!(
+            "{none_header}.{}.",
+            token.split('.').nth(1).expect("payload")
+        );
         assert_eq!(verifier.verify(&unsigned), Err(TokenError::Invalid));
 
         let (other_signer, _, _) = pair();
-        let (foreign, _) = other_signer.issue("u1", None, "superadmin", "s1", 60).expect("issue");
+        let (foreign, _) = other_signer
+            .issue("u1", None, "superadmin", "s1", 60)
+            .expect("issue");
         assert_eq!(verifier.verify(&foreign), Err(TokenError::UnknownKey));
 
-        let wrong_aud = Signer::new(
-            signer.kid(),
-            &pair().2.private_pkcs8,
-            "iss",
-            "elsewhere",
-        )
-        .expect("signer");
-        let (t, _) = wrong_aud.issue("u1", None, "superadmin", "s1", 60).expect("issue");
+        let wrong_aud =
+            Signer::new(signer.kid(), &pair().2.private_pkcs8, "iss", "elsewhere").expect("signer");
+        let (t, _) = wrong_aud
+            .issue("u1", None, "superadmin", "s1", 60)
+            .expect("issue");
         assert!(verifier.verify(&t).is_err());
     }
 }

@@ -15,7 +15,9 @@ const SERVICE_MIGRATIONS: &[MigrationFile] = &[MigrationFile {
 }];
 
 async fn open(url: &str) -> Db {
-    let db = Db::connect("svc", url, Some(2), &PoolDefaults::default()).await.expect("connect");
+    let db = Db::connect("svc", url, Some(2), &PoolDefaults::default())
+        .await
+        .expect("connect");
     db.migrate(SERVICE_MIGRATIONS).await.expect("migrate");
     db
 }
@@ -29,7 +31,10 @@ async fn empty_and_already_migrated_databases() {
     db.close().await;
     // Opening again finds everything applied and changes nothing.
     let db = open(&url).await;
-    assert!(db.migrations_current(SERVICE_MIGRATIONS).await.expect("current"));
+    assert!(db
+        .migrations_current(SERVICE_MIGRATIONS)
+        .await
+        .expect("current"));
     let tables = db.tables().await.expect("tables");
     for t in ["outbox", "processed_events", "tenant_replica", "things"] {
         assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
@@ -59,7 +64,9 @@ async fn portable_types_round_trip() {
     assert_eq!(flag, 1);
     let duplicate = async {
         let mut tx = db.begin().await?;
-        sqlx::query("INSERT INTO things (tenant_id, id, flag) VALUES ('t1', 'a', 0)").execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO things (tenant_id, id, flag) VALUES ('t1', 'a', 0)")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
     .await
@@ -71,15 +78,38 @@ async fn portable_types_round_trip() {
 async fn events_apply_once_per_consumer() {
     let dbs = TestDatabases::new();
     let db = open(&dbs.url("svc")).await;
-    let event = Event::new("svc", "svc.thing.created", Some("t1"), "a", &Actor::system("test"), serde_json::json!({}));
+    let event = Event::new(
+        "svc",
+        "svc.thing.created",
+        Some("t1"),
+        "a",
+        &Actor::system("test"),
+        serde_json::json!({}),
+    );
     let mut tx = db.begin().await.expect("begin");
     record(&mut tx, &event).await.expect("record");
     tx.commit().await.expect("commit");
     assert_eq!(db.count_rows("outbox").await.expect("count"), 1);
     let first = begin_once(&db, "consumer", &event).await.expect("begin");
-    first.expect("first delivery applies").commit().await.expect("commit");
-    assert!(begin_once(&db, "consumer", &event).await.expect("begin").is_none(), "a redelivery is skipped");
-    assert!(begin_once(&db, "other", &event).await.expect("begin").is_some(), "per consumer");
+    first
+        .expect("first delivery applies")
+        .commit()
+        .await
+        .expect("commit");
+    assert!(
+        begin_once(&db, "consumer", &event)
+            .await
+            .expect("begin")
+            .is_none(),
+        "a redelivery is skipped"
+    );
+    assert!(
+        begin_once(&db, "other", &event)
+            .await
+            .expect("begin")
+            .is_some(),
+        "per consumer"
+    );
 }
 
 #[tokio::test]
@@ -91,12 +121,31 @@ async fn postgres_services_can_share_a_database_through_schemas() {
     let dbs = TestDatabases::new();
     let shared = dbs.url("shared");
     let a = open(&format!("{shared}?schema=svc_a")).await;
-    let b = Db::connect("other", &format!("{shared}?schema=svc_b"), Some(2), &PoolDefaults::default())
-        .await
-        .expect("connect");
+    let b = Db::connect(
+        "other",
+        &format!("{shared}?schema=svc_b"),
+        Some(2),
+        &PoolDefaults::default(),
+    )
+    .await
+    .expect("connect");
     b.migrate(&[]).await.expect("migrate");
-    assert!(a.tables().await.expect("tables").contains(&"things".to_string()));
-    assert!(!b.tables().await.expect("tables").contains(&"things".to_string()), "schemas keep tables apart");
+    assert!(a
+        .tables()
+        .await
+        .expect("tables")
+        .contains(&"things".to_string()));
+    assert!(
+        !b.tables()
+            .await
+            .expect("tables")
+            .contains(&"things".to_string()),
+        "schemas keep tables apart"
+    );
     assert_eq!(a.migration_version().await.expect("v"), Some(100));
-    assert_eq!(b.migration_version().await.expect("v"), Some(1), "one history per service");
+    assert_eq!(
+        b.migration_version().await.expect("v"),
+        Some(1),
+        "one history per service"
+    );
 }

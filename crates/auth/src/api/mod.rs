@@ -9,7 +9,9 @@ use crate::Auth;
 
 /// Every route of the service.
 pub fn router() -> Router<Auth> {
-    Router::new().merge(session::router()).merge(users::router())
+    Router::new()
+        .merge(session::router())
+        .merge(users::router())
 }
 
 /// The OpenAPI description of the auth API.

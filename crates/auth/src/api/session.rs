@@ -32,8 +32,16 @@ pub fn router() -> Router<Auth> {
               (status = 403, description = "disabled account or suspended tenant"),
               (status = 409, description = "email in several tenants: name the tenant"),
               (status = 429, description = "too many failures; see Retry-After")))]
-pub async fn login(State(auth): State<Auth>, meta: RequestMeta, headers: HeaderMap, Json(body): Json<LoginRequest>) -> Result<Json<TokenResponse>, ApiError> {
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
+pub async fn login(
+    State(auth): State<Auth>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     auth.login(body, &meta, user_agent).await.map(Json)
 }
 
@@ -48,7 +56,11 @@ pub struct RefreshRequest {
 /// Exchange a refresh token for a new token pair (the old refresh token stops working).
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "invalid, used or expired")))]
-pub async fn refresh(State(auth): State<Auth>, meta: RequestMeta, Json(body): Json<RefreshRequest>) -> Result<Json<TokenResponse>, ApiError> {
+pub async fn refresh(
+    State(auth): State<Auth>,
+    meta: RequestMeta,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
     auth.refresh(&body.refresh_token, &meta).await.map(Json)
 }
 
@@ -82,8 +94,13 @@ pub struct PasswordChange {
 /// Change my password; my other sessions are revoked.
 #[utoipa::path(post, path = "/api/auth/password", tag = "auth", security(("bearer" = [])), request_body = PasswordChange,
     responses((status = 204, description = "changed"), (status = 403, description = "wrong current password"), (status = 422)))]
-pub async fn change_password(State(auth): State<Auth>, caller: Caller, Json(body): Json<PasswordChange>) -> Result<StatusCode, ApiError> {
-    auth.change_password(&caller, &body.current_password, &body.new_password).await?;
+pub async fn change_password(
+    State(auth): State<Auth>,
+    caller: Caller,
+    Json(body): Json<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    auth.change_password(&caller, &body.current_password, &body.new_password)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -109,7 +126,10 @@ pub struct SessionView {
 /// My active sessions.
 #[utoipa::path(get, path = "/api/auth/sessions", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "`{\"items\": [SessionView]}`")))]
-pub async fn sessions(State(auth): State<Auth>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+pub async fn sessions(
+    State(auth): State<Auth>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
     let items: Vec<SessionView> = auth
         .my_sessions(&caller)
         .await?
@@ -131,7 +151,11 @@ pub async fn sessions(State(auth): State<Auth>, caller: Caller) -> Result<impl I
 #[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth", security(("bearer" = [])),
     params(("id" = String, Path, description = "session id")),
     responses((status = 204, description = "revoked"), (status = 404)))]
-pub async fn end_session(State(auth): State<Auth>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn end_session(
+    State(auth): State<Auth>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     auth.end_my_session(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -146,7 +170,10 @@ pub async fn jwks(State(auth): State<Auth>) -> Json<crate::keys::Jwks> {
 /// Rotate the signing key (superadmin). Tokens signed by the old key stay valid until they expire.
 #[utoipa::path(post, path = "/api/auth/keys/rotate", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "`{\"kid\": \"...\"}`"), (status = 403)))]
-pub async fn rotate_keys(State(auth): State<Auth>, Superadmin(caller): Superadmin) -> Result<impl IntoResponse, ApiError> {
+pub async fn rotate_keys(
+    State(auth): State<Auth>,
+    Superadmin(caller): Superadmin,
+) -> Result<impl IntoResponse, ApiError> {
     let kid = auth.rotate_keys(&caller).await?;
     Ok(Json(serde_json::json!({ "kid": kid })))
 }

@@ -8,7 +8,14 @@ use crate::common::{TestApp, ADMIN, SUPERADMIN, USER};
 /// Audit entries matching `query`, waiting briefly for the relay.
 async fn audit(app: &TestApp, token: &str, query: &str, at_least: usize) -> Vec<Value> {
     for _ in 0..50 {
-        let (status, page) = app.call(Method::GET, &format!("/api/cdx/audit?{query}"), Some(token), None).await;
+        let (status, page) = app
+            .call(
+                Method::GET,
+                &format!("/api/cdx/audit?{query}"),
+                Some(token),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let items = page["items"].as_array().expect("items").clone();
         if items.len() >= at_least {
@@ -25,10 +32,19 @@ async fn logins_user_changes_and_revocations_are_audited() {
     let root = app.token(SUPERADMIN).await;
     let admin = app.token(ADMIN).await;
     app.login_as((USER.0, "wrong-pass"), None).await;
-    let user = app.create_user(&admin, None, "audited@demo.com", "user").await;
+    let user = app
+        .create_user(&admin, None, "audited@demo.com", "user")
+        .await;
     let user_id = user["id"].as_str().expect("id");
-    app.call(Method::PATCH, &format!("/api/auth/users/{user_id}"), Some(&admin), Some(json!({ "status": "disabled" }))).await;
-    app.call(Method::POST, "/api/auth/logout", Some(&admin), None).await;
+    app.call(
+        Method::PATCH,
+        &format!("/api/auth/users/{user_id}"),
+        Some(&admin),
+        Some(json!({ "status": "disabled" })),
+    )
+    .await;
+    app.call(Method::POST, "/api/auth/logout", Some(&admin), None)
+        .await;
 
     let failed = audit(&app, &root, "action=auth.login.failed", 1).await;
     assert_eq!(failed[0]["detail"]["reason"], "bad_credentials");
@@ -37,13 +53,20 @@ async fn logins_user_changes_and_revocations_are_audited() {
     assert!(failed[0]["ip"].is_string());
 
     let succeeded = audit(&app, &root, "action=auth.login.succeeded", 2).await;
-    assert!(succeeded.iter().any(|e| e["actor"]["role"] == "superadmin" && e["tenant_id"].is_null()));
+    assert!(succeeded
+        .iter()
+        .any(|e| e["actor"]["role"] == "superadmin" && e["tenant_id"].is_null()));
 
     let created = audit(&app, &root, "action=auth.user.created", 1).await;
-    let entry = created.iter().find(|e| e["target"] == user_id).expect("user.created entry");
+    let entry = created
+        .iter()
+        .find(|e| e["target"] == user_id)
+        .expect("user.created entry");
     assert_eq!(entry["actor"]["role"], "admin");
     assert!(entry["tenant_id"].is_string());
-    assert!(entry["detail"].get("password").is_none() && entry["detail"].get("password_hash").is_none());
+    assert!(
+        entry["detail"].get("password").is_none() && entry["detail"].get("password_hash").is_none()
+    );
 
     let updated = audit(&app, &root, "action=auth.user.updated", 1).await;
     assert_eq!(updated[0]["detail"]["changed"], json!(["status"]));
@@ -55,9 +78,18 @@ async fn logins_user_changes_and_revocations_are_audited() {
     let scoped = audit(&app, &root, &format!("tenant={tenant_id}&limit=500"), 1).await;
     assert!(scoped.iter().all(|e| e["tenant_id"] == tenant_id));
     assert!(scoped.len() < all_auth.len() + 10);
-    let (_, first) = app.call(Method::GET, "/api/cdx/audit?limit=2", Some(&root), None).await;
+    let (_, first) = app
+        .call(Method::GET, "/api/cdx/audit?limit=2", Some(&root), None)
+        .await;
     let cursor = first["next_cursor"].as_str().expect("more than one page");
-    let (_, second) = app.call(Method::GET, &format!("/api/cdx/audit?limit=2&cursor={cursor}"), Some(&root), None).await;
+    let (_, second) = app
+        .call(
+            Method::GET,
+            &format!("/api/cdx/audit?limit=2&cursor={cursor}"),
+            Some(&root),
+            None,
+        )
+        .await;
     assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
 }
 

@@ -7,15 +7,25 @@ use reqwest::{Method, StatusCode};
 
 use crate::common::{test_settings, TestApp, SUPERADMIN};
 
-fn metatron(settings: &metatron::Settings, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+fn metatron(
+    settings: &metatron::Settings,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_metatron"));
     cmd.args(args)
         .arg("--data-dir")
         .arg(&settings.data_dir)
         .arg("--config")
         .arg("/nonexistent/metatron.toml")
-        .env("METATRON_CDX_DATABASE_URL", settings.cdx.database.url.as_deref().expect("url"))
-        .env("METATRON_AUTH_DATABASE_URL", settings.auth.database.url.as_deref().expect("url"))
+        .env(
+            "METATRON_CDX_DATABASE_URL",
+            settings.cdx.database.url.as_deref().expect("url"),
+        )
+        .env(
+            "METATRON_AUTH_DATABASE_URL",
+            settings.auth.database.url.as_deref().expect("url"),
+        )
         .env("METATRON_PASSWORD_MEMORY_KIB", "1024")
         .env("METATRON_PASSWORD_ITERATIONS", "1")
         .env("METATRON_LOG", "warn")
@@ -24,11 +34,20 @@ fn metatron(settings: &metatron::Settings, args: &[&str], stdin: Option<&str>) -
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("metatron runs");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("exit");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[tokio::test]
@@ -38,33 +57,58 @@ async fn migrate_inspect_seed_and_admin_create_work_from_the_command_line() {
     let (ok, out, err) = metatron(&settings, &["migrate"], None);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = metatron(&settings, &["migrate"], None);
-    assert!(ok, "migrating an up-to-date database is a no-op: {out}{err}");
+    assert!(
+        ok,
+        "migrating an up-to-date database is a no-op: {out}{err}"
+    );
 
     let (ok, out, err) = metatron(&settings, &["seed-demo"], None);
     assert!(ok, "{out}{err}");
     let (ok, _, err) = metatron(&settings, &["seed-demo"], None);
     assert!(ok, "seeding twice is fine: {err}");
 
-    let (ok, out, err) = metatron(&settings, &["admin", "create", "--username", "ops"], Some("a-long-password\n"));
+    let (ok, out, err) = metatron(
+        &settings,
+        &["admin", "create", "--username", "ops"],
+        Some("a-long-password\n"),
+    );
     assert!(ok, "{out}{err}");
     assert!(out.contains("superadmin ops created"), "{out}");
-    let (ok, _, err) = metatron(&settings, &["admin", "create", "--username", "ops"], Some("a-long-password\n"));
+    let (ok, _, err) = metatron(
+        &settings,
+        &["admin", "create", "--username", "ops"],
+        Some("a-long-password\n"),
+    );
     assert!(!ok, "a duplicate fails");
     assert!(err.contains("exists"), "{err}");
-    let (ok, _, err) = metatron(&settings, &["admin", "create", "--username", "weak"], Some("short\n"));
+    let (ok, _, err) = metatron(
+        &settings,
+        &["admin", "create", "--username", "weak"],
+        Some("short\n"),
+    );
     assert!(!ok && err.contains("password"), "{err}");
 
     let (ok, out, err) = metatron(&settings, &["inspect", "--json"], None);
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("json report");
-    let services: Vec<&str> = report.as_array().expect("list").iter().map(|r| r["service"].as_str().expect("name")).collect();
+    let services: Vec<&str> = report
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["service"].as_str().expect("name"))
+        .collect();
     assert_eq!(services, ["cdx", "auth"]);
     for db in report.as_array().expect("list") {
         assert_eq!(db["migration_version"], 100);
         assert!(!db["url"].as_str().expect("url").contains("password"));
     }
     let rows = |service: &str, table: &str| -> i64 {
-        report.as_array().expect("list").iter().find(|r| r["service"] == service).expect("service")["tables"]
+        report
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["service"] == service)
+            .expect("service")["tables"]
             .as_array()
             .expect("tables")
             .iter()
@@ -76,7 +120,11 @@ async fn migrate_inspect_seed_and_admin_create_work_from_the_command_line() {
     assert_eq!(rows("cdx", "admins"), 2, "test and ops");
     assert_eq!(rows("cdx", "tenants"), 1);
     assert_eq!(rows("auth", "users"), 2);
-    assert_eq!(rows("auth", "tenant_replica"), 1, "auth learned the tenant through events");
+    assert_eq!(
+        rows("auth", "tenant_replica"),
+        1,
+        "auth learned the tenant through events"
+    );
     assert_eq!(rows("cdx", "outbox"), 0, "every event was delivered");
 
     let (ok, out, _) = metatron(&settings, &["inspect"], None);
@@ -84,7 +132,10 @@ async fn migrate_inspect_seed_and_admin_create_work_from_the_command_line() {
 
     // The server started on those databases lets the new superadmin in.
     let app = TestApp::spawn_on(dbs, settings).await;
-    assert_eq!(app.login_as(("ops", "a-long-password"), None).await.0, StatusCode::OK);
+    assert_eq!(
+        app.login_as(("ops", "a-long-password"), None).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -99,14 +150,22 @@ async fn unknown_or_invalid_settings_fail_naming_the_setting() {
         .output()
         .expect("runs");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("prot"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("prot"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_metatron"))
         .args(["inspect", "--config", "/nonexistent.toml"])
         .env("METATRON_AUTH_ACCESS_TOKEN_TTL_SECS", "soon")
         .output()
         .expect("runs");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.access_token_ttl_secs"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("auth.access_token_ttl_secs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -121,15 +180,30 @@ async fn health_ready_services_and_openapi() {
     assert_eq!(ready["services"]["auth"]["status"], "ready");
 
     let root = app.token(SUPERADMIN).await;
-    let (status, services) = app.call(Method::GET, "/api/cdx/services", Some(&root), None).await;
+    let (status, services) = app
+        .call(Method::GET, "/api/cdx/services", Some(&root), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = services["items"].as_array().expect("items").iter().map(|s| s["name"].as_str().expect("name")).collect();
-    assert!(names.contains(&"cdx") && names.contains(&"auth"), "{services}");
+    let names: Vec<&str> = services["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert!(
+        names.contains(&"cdx") && names.contains(&"auth"),
+        "{services}"
+    );
 
     let (status, doc) = app.call(Method::GET, "/api/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().expect("version").starts_with('3'));
-    for path in ["/api/auth/login", "/api/auth/users/{id}", "/api/cdx/tenants", "/api/cdx/audit"] {
+    for path in [
+        "/api/auth/login",
+        "/api/auth/users/{id}",
+        "/api/cdx/tenants",
+        "/api/cdx/audit",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
 }

@@ -22,12 +22,19 @@ pub struct TestApp {
 /// Settings for a test: fresh databases, cheap password hashing (the cost parameters are
 /// exercised by their own test).
 pub fn test_settings(dbs: &TestDatabases) -> Settings {
-    let mut settings = Settings::default();
-    settings.data_dir = dbs.data_dir();
+    let mut settings = Settings {
+        data_dir: dbs.data_dir(),
+        password: HashParams {
+            concurrency: 2,
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Settings::default()
+    };
     settings.cdx.database.url = Some(dbs.url("cdx"));
     settings.auth.database.url = Some(dbs.url("auth"));
     settings.database.max_connections = 4;
-    settings.password = HashParams { concurrency: 2, memory_kib: 1024, iterations: 1, parallelism: 1 };
     settings
 }
 
@@ -44,8 +51,12 @@ impl TestApp {
     }
 
     pub async fn spawn_on(dbs: TestDatabases, settings: Settings) -> TestApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let running = start(settings.clone(), true, listener).await.expect("platform starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = start(settings.clone(), true, listener)
+            .await
+            .expect("platform starts");
         TestApp {
             base: format!("http://{}", running.addr),
             client: reqwest::Client::new(),
@@ -70,11 +81,24 @@ impl TestApp {
     }
 
     /// Sends a request; `body` is sent as JSON when given.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_with(method, path, token, body, &[]).await
     }
 
-    pub async fn call_with(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -88,46 +112,88 @@ impl TestApp {
         let res = req.send().await.expect("request");
         let status = res.status();
         let text = res.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}")) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+        };
         if status.is_client_error() || status.is_server_error() {
-            assert!(value["error"]["code"].is_string(), "error without the JSON shape: {value}");
+            assert!(
+                value["error"]["code"].is_string(),
+                "error without the JSON shape: {value}"
+            );
         }
-        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "500 on {path}: {value}");
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 on {path}: {value}"
+        );
         (status, value)
     }
 
-    pub async fn login_as(&self, (username, password): (&str, &str), tenant: Option<&str>) -> (StatusCode, Value) {
+    pub async fn login_as(
+        &self,
+        (username, password): (&str, &str),
+        tenant: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut body = json!({ "username": username, "password": password });
         if let Some(t) = tenant {
             body["tenant"] = json!(t);
         }
-        self.call(Method::POST, "/api/auth/login", None, Some(body)).await
+        self.call(Method::POST, "/api/auth/login", None, Some(body))
+            .await
     }
 
     /// Logs in and answers the access token, failing the test otherwise.
     pub async fn token(&self, who: (&str, &str)) -> String {
         let (status, body) = self.login_as(who, None).await;
         assert_eq!(status, StatusCode::OK, "login of {} failed: {body}", who.0);
-        body["access_token"].as_str().expect("access token").to_string()
+        body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_string()
     }
 
     /// Creates a tenant (as the superadmin) and answers its id.
     pub async fn create_tenant(&self, superadmin: &str, slug: &str) -> String {
-        let (status, clients) = self.call(Method::GET, "/api/cdx/clients", Some(superadmin), None).await;
+        let (status, clients) = self
+            .call(Method::GET, "/api/cdx/clients", Some(superadmin), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{clients}");
-        let client_id = clients["items"][0]["id"].as_str().expect("a client").to_string();
+        let client_id = clients["items"][0]["id"]
+            .as_str()
+            .expect("a client")
+            .to_string();
         let (status, tenant) = self
-            .call(Method::POST, "/api/cdx/tenants", Some(superadmin), Some(json!({ "slug": slug, "name": slug, "client_id": client_id })))
+            .call(
+                Method::POST,
+                "/api/cdx/tenants",
+                Some(superadmin),
+                Some(json!({ "slug": slug, "name": slug, "client_id": client_id })),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{tenant}");
         tenant["id"].as_str().expect("tenant id").to_string()
     }
 
     /// Creates a user through the API (as `token`, in `tenant` when given) and answers it.
-    pub async fn create_user(&self, token: &str, tenant: Option<&str>, email: &str, role: &str) -> Value {
+    pub async fn create_user(
+        &self,
+        token: &str,
+        tenant: Option<&str>,
+        email: &str,
+        role: &str,
+    ) -> Value {
         let headers: Vec<(&str, &str)> = tenant.map(|t| vec![("x-tenant", t)]).unwrap_or_default();
         let (status, user) = self
-            .call_with(Method::POST, "/api/auth/users", Some(token), Some(json!({ "email": email, "password": "password123", "role": role })), &headers)
+            .call_with(
+                Method::POST,
+                "/api/auth/users",
+                Some(token),
+                Some(json!({ "email": email, "password": "password123", "role": role })),
+                &headers,
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{user}");
         user

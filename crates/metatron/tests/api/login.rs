@@ -8,15 +8,23 @@ use crate::common::{TestApp, ADMIN, SUPERADMIN, USER};
 #[tokio::test]
 async fn each_demo_role_logs_in_and_sees_itself() {
     let app = TestApp::spawn().await;
-    for (who, role, tenant) in [(SUPERADMIN, "superadmin", None), (ADMIN, "admin", Some("demo")), (USER, "user", Some("demo"))] {
+    for (who, role, tenant) in [
+        (SUPERADMIN, "superadmin", None),
+        (ADMIN, "admin", Some("demo")),
+        (USER, "user", Some("demo")),
+    ] {
         let (status, body) = app.login_as(who, None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["token_type"], "Bearer");
         assert_eq!(body["expires_in"], 900);
-        assert!(body["refresh_token"].as_str().is_some_and(|t| t.len() >= 43));
+        assert!(body["refresh_token"]
+            .as_str()
+            .is_some_and(|t| t.len() >= 43));
         assert_eq!(body["user"]["role"], role);
         let token = body["access_token"].as_str().expect("token");
-        let (status, me) = app.call(Method::GET, "/api/auth/me", Some(token), None).await;
+        let (status, me) = app
+            .call(Method::GET, "/api/auth/me", Some(token), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{me}");
         assert_eq!(me["role"], role);
         assert_eq!(me["tenant_slug"].as_str(), tenant);
@@ -39,8 +47,10 @@ async fn same_email_in_two_tenants_needs_the_tenant() {
     let app = TestApp::spawn().await;
     let root = app.token(SUPERADMIN).await;
     app.create_tenant(&root, "acme").await;
-    app.create_user(&root, Some("acme"), "pat@shared.io", "user").await;
-    app.create_user(&root, Some("demo"), "pat@shared.io", "admin").await;
+    app.create_user(&root, Some("acme"), "pat@shared.io", "user")
+        .await;
+    app.create_user(&root, Some("demo"), "pat@shared.io", "admin")
+        .await;
     let pat = ("pat@shared.io", "password123");
 
     let (status, body) = app.login_as(pat, None).await;
@@ -54,7 +64,9 @@ async fn same_email_in_two_tenants_needs_the_tenant() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["user"]["role"], "admin");
     // A wrong password never reveals that the address exists in several tenants.
-    let (status, _) = app.login_as(("pat@shared.io", "wrong-password"), None).await;
+    let (status, _) = app
+        .login_as(("pat@shared.io", "wrong-password"), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -77,12 +89,27 @@ async fn disabled_user_cannot_log_in_and_loses_sessions() {
     let app = TestApp::spawn().await;
     let admin = app.token(ADMIN).await;
     let user_token = app.token(USER).await;
-    let (_, me) = app.call(Method::GET, "/api/auth/me", Some(&user_token), None).await;
+    let (_, me) = app
+        .call(Method::GET, "/api/auth/me", Some(&user_token), None)
+        .await;
     let id = me["id"].as_str().expect("id");
-    let (status, body) = app.call(Method::PATCH, &format!("/api/auth/users/{id}"), Some(&admin), Some(json!({ "status": "disabled" }))).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/auth/users/{id}"),
+            Some(&admin),
+            Some(json!({ "status": "disabled" })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = app.call(Method::GET, "/api/auth/me", Some(&user_token), None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "the disabled user's token stops working at once");
+    let (status, _) = app
+        .call(Method::GET, "/api/auth/me", Some(&user_token), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the disabled user's token stops working at once"
+    );
     let (status, body) = app.login_as(USER, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "account_disabled");
@@ -93,19 +120,41 @@ async fn suspended_tenant_cannot_log_in_and_its_sessions_end() {
     let app = TestApp::spawn().await;
     let root = app.token(SUPERADMIN).await;
     let user_token = app.token(USER).await;
-    let (_, tenant) = app.call(Method::GET, "/api/cdx/tenants/demo", Some(&root), None).await;
+    let (_, tenant) = app
+        .call(Method::GET, "/api/cdx/tenants/demo", Some(&root), None)
+        .await;
     let id = tenant["id"].as_str().expect("tenant id");
-    let (status, body) = app.call(Method::PATCH, &format!("/api/cdx/tenants/{id}"), Some(&root), Some(json!({ "status": "suspended" }))).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/cdx/tenants/{id}"),
+            Some(&root),
+            Some(json!({ "status": "suspended" })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "suspended");
 
-    let (status, _) = app.call(Method::GET, "/api/auth/me", Some(&user_token), None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "suspension revokes sessions at once");
+    let (status, _) = app
+        .call(Method::GET, "/api/auth/me", Some(&user_token), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "suspension revokes sessions at once"
+    );
     let (status, body) = app.login_as(USER, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "tenant_suspended");
 
-    let (status, _) = app.call(Method::PATCH, &format!("/api/cdx/tenants/{id}"), Some(&root), Some(json!({ "status": "active" }))).await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/cdx/tenants/{id}"),
+            Some(&root),
+            Some(json!({ "status": "active" })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app.login_as(USER, None).await;
     assert_eq!(status, StatusCode::OK, "resumed tenant logs in again");
@@ -125,8 +174,16 @@ async fn throttling_locks_an_account_with_retry_after() {
         .send()
         .await
         .expect("request");
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
-    let retry: u64 = res.headers()["retry-after"].to_str().expect("text").parse().expect("seconds");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
     assert!((1..=30).contains(&retry), "{retry}");
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["error"]["code"], "too_many_attempts");
@@ -143,12 +200,22 @@ async fn hashes_are_upgraded_when_parameters_change() {
     let app = TestApp::spawn_on(dbs, settings).await;
     let (status, _) = app.login_as(USER, None).await;
     assert_eq!(status, StatusCode::OK);
-    let db = &app.app().services.iter().find(|s| s.info.name == "auth").expect("auth").db;
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'john.doe@demo.com'")
-        .fetch_one(db.reader())
-        .await
-        .expect("hash");
-    assert!(hash.contains("m=2048"), "re-hashed with the new parameters: {hash}");
+    let db = &app
+        .app()
+        .services
+        .iter()
+        .find(|s| s.info.name == "auth")
+        .expect("auth")
+        .db;
+    let hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'john.doe@demo.com'")
+            .fetch_one(db.reader())
+            .await
+            .expect("hash");
+    assert!(
+        hash.contains("m=2048"),
+        "re-hashed with the new parameters: {hash}"
+    );
     let (status, _) = app.login_as(USER, None).await;
     assert_eq!(status, StatusCode::OK, "the new hash verifies");
 }

@@ -1,0 +1,95 @@
+//! The audit log: every event of every service, newest first.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use platform::caller::Superadmin;
+use platform::http::{Json, Query};
+use platform::ids::Timestamp;
+use platform::page::{page, Page, PageParams};
+use platform::ApiError;
+use serde::Deserialize;
+
+use crate::model::{ActionFilter, AuditEntry};
+use crate::store::{self, AuditFilter};
+use crate::CdxState;
+
+pub(super) fn router() -> Router<CdxState> {
+    Router::new().route("/api/cdx/audit", get(list))
+}
+
+/// Filters and paging of the audit log.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListParams {
+    /// Only entries of this tenant (id).
+    tenant: Option<String>,
+    /// Only entries caused by this user or admin (id).
+    actor: Option<String>,
+    /// An event type, or a prefix ending in `*` (e.g. `auth.login.*`).
+    action: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    from: Option<String>,
+    /// Only entries before this time (RFC 3339).
+    to: Option<String>,
+    /// Page size (1..=500, default 50).
+    limit: Option<i64>,
+    /// Cursor from the previous page.
+    cursor: Option<String>,
+}
+
+fn time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            Timestamp::parse_rfc3339(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{field} must be an RFC 3339 date-time, e.g. 2025-01-31T12:00:00Z"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Audit entries, newest first.
+#[utoipa::path(get, path = "/api/cdx/audit", tag = "cdx", security(("bearer" = [])),
+    params(ListParams),
+    responses((status = 200, body = Page<AuditEntry>), (status = 400), (status = 401),
+        (status = 403)))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn list(
+    State(cdx): State<CdxState>,
+    _: Superadmin,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<AuditEntry>>, ApiError> {
+    let paging = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let limit = paging.limit()?;
+    let action = params
+        .action
+        .as_deref()
+        .map(|a| {
+            ActionFilter::parse(a).map_err(|e| {
+                ApiError::bad_request("invalid_query", format!("{}: {}", e.field, e.reason))
+            })
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        tenant_id: params.tenant,
+        actor_id: params.actor,
+        action,
+        from: time("from", params.from.as_deref())?,
+        to: time("to", params.to.as_deref())?,
+    };
+    let rows = store::list_audit(
+        cdx.db().reader(),
+        &filter,
+        paging.after()?.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    Ok(Json(page(rows, limit, |e| e.id.clone())))
+}

@@ -1,0 +1,236 @@
+//! Tenants.
+
+use platform::db::Db;
+use platform::events::{record, Actor};
+use platform::ids::{is_uuid, new_id, Timestamp};
+use platform::tenants::TenantStatus;
+use platform::{ApiError, ApiResult};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Executor, Row};
+
+use super::{
+    check_version, client_by_id, contains_pattern, lost_race, on_unique, Arg, Conditions,
+    TENANT_COLUMNS,
+};
+use crate::events::{self, TENANT_FIELDS};
+use crate::model::{Slug, Tenant};
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        slug: row.try_get("slug")?,
+        name: row.try_get("name")?,
+        client_id: row.try_get("client_id")?,
+        status: TenantStatus::parse(&status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown tenant status `{status}`").into())
+        })?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+        version: row.try_get("version")?,
+    })
+}
+
+// Tenants
+
+/// Filters of the tenant list.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    /// Only this status.
+    pub status: Option<TenantStatus>,
+    /// Only tenants of this client.
+    pub client_id: Option<String>,
+    /// Case-insensitive substring of slug or name.
+    pub q: Option<String>,
+}
+
+/// Tenants in id order after `after`, at most `limit`.
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn list_tenants(
+    pool: &AnyPool,
+    filter: &TenantFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> ApiResult<Vec<Tenant>> {
+    let mut c = Conditions::default();
+    if let Some(status) = filter.status {
+        let p = c.bind(Arg::Text(status.as_str().to_string()));
+        c.and(format!("status = {p}"));
+    }
+    if let Some(client_id) = &filter.client_id {
+        let p = c.bind(Arg::Text(client_id.clone()));
+        c.and(format!("client_id = {p}"));
+    }
+    if let Some(q) = &filter.q {
+        let pattern = contains_pattern(q);
+        let p1 = c.bind(Arg::Text(pattern.clone()));
+        let p2 = c.bind(Arg::Text(pattern));
+        c.and(format!(
+            "(LOWER(slug) LIKE {p1} ESCAPE '\\' OR LOWER(name) LIKE {p2} ESCAPE '\\')"
+        ));
+    }
+    if let Some(after) = after {
+        let p = c.bind(Arg::Text(after.to_string()));
+        c.and(format!("id > {p}"));
+    }
+    let where_sql = c.where_sql();
+    let p = c.bind(Arg::Int(limit));
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants{where_sql} ORDER BY id LIMIT {p}");
+    let rows = c.query(&sql).fetch_all(pool).await?;
+    Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+}
+
+/// The tenant with this id or slug; text that is neither answers `None` without a query.
+pub async fn tenant_by_key<'e>(
+    ex: impl Executor<'e, Database = Any>,
+    key: &str,
+) -> ApiResult<Option<Tenant>> {
+    let column = if is_uuid(key) {
+        "id"
+    } else if Slug::parse(key).is_ok() {
+        "slug"
+    } else {
+        return Ok(None);
+    };
+    let row = sqlx::query(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE {column} = $1"
+    ))
+    .bind(key)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.as_ref().map(tenant_from_row).transpose()?)
+}
+
+/// A tenant to create (validated).
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// Unique short name.
+    pub slug: Slug,
+    /// Display name.
+    pub name: String,
+    /// Owning client; must exist.
+    pub client_id: String,
+}
+
+pub(super) fn build_tenant(new: &NewTenant) -> Tenant {
+    let now = Timestamp::now();
+    Tenant {
+        id: new_id(),
+        slug: new.slug.as_str().to_string(),
+        name: new.name.clone(),
+        client_id: new.client_id.clone(),
+        status: TenantStatus::Active,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+pub(super) const INSERT_TENANT: &str = "INSERT INTO tenants \
+    (id, slug, name, client_id, status, created_at, updated_at, version) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub(super) fn bind_tenant<'q>(sql: &'q str, t: &Tenant) -> Query<'q, Any, AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(t.id.clone())
+        .bind(t.slug.clone())
+        .bind(t.name.clone())
+        .bind(t.client_id.clone())
+        .bind(t.status.as_str())
+        .bind(t.created_at.millis())
+        .bind(t.updated_at.millis())
+        .bind(t.version)
+}
+
+/// Creates an active tenant of an existing client and records `cdx.tenant.created`.
+#[tracing::instrument(skip_all, fields(slug = new.slug.as_str()), err(level = "debug"))]
+pub async fn create_tenant(db: &Db, new: &NewTenant, actor: &Actor) -> ApiResult<Tenant> {
+    let tenant = build_tenant(new);
+    let mut tx = db.begin().await?;
+    if client_by_id(&mut *tx, &new.client_id).await?.is_none() {
+        return Err(ApiError::validation("client_id", "no client has this id"));
+    }
+    bind_tenant(INSERT_TENANT, &tenant)
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique(
+            "slug_taken",
+            "a tenant with this slug already exists",
+        ))?;
+    record(
+        &mut tx,
+        &events::tenant(events::TENANT_CREATED, &tenant, TENANT_FIELDS, actor),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// Changes to a tenant (validated).
+#[derive(Debug, Clone, Default)]
+pub struct TenantChanges {
+    /// New display name.
+    pub name: Option<String>,
+    /// Suspend or resume.
+    pub status: Option<TenantStatus>,
+}
+
+/// Applies `changes` to the tenant with this id or slug when it is still at `expected` (if
+/// given) and records `cdx.tenant.updated`. No change, no event.
+#[tracing::instrument(skip_all, fields(tenant = key), err(level = "debug"))]
+pub async fn update_tenant(
+    db: &Db,
+    key: &str,
+    changes: &TenantChanges,
+    expected: Option<i64>,
+    actor: &Actor,
+) -> ApiResult<Tenant> {
+    let mut tx = db.begin().await?;
+    let current = tenant_by_key(&mut *tx, key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    check_version(expected, current.version)?;
+    let mut next = current.clone();
+    let mut changed = Vec::new();
+    if let Some(name) = changes.name.as_ref().filter(|n| **n != current.name) {
+        next.name = name.clone();
+        changed.push("name");
+    }
+    if let Some(status) = changes.status.filter(|s| *s != current.status) {
+        next.status = status;
+        changed.push("status");
+    }
+    if changed.is_empty() {
+        return Ok(current);
+    }
+    next.version = current.version + 1;
+    next.updated_at = Timestamp::now();
+    let updated = sqlx::query(
+        "UPDATE tenants SET name = $1, status = $2, updated_at = $3, version = $4 \
+         WHERE id = $5 AND version = $6",
+    )
+    .bind(&next.name)
+    .bind(next.status.as_str())
+    .bind(next.updated_at.millis())
+    .bind(next.version)
+    .bind(&current.id)
+    .bind(current.version)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(lost_race(
+            tenant_by_key(&mut *tx, &current.id)
+                .await?
+                .map(|t| t.version),
+        ));
+    }
+    record(
+        &mut tx,
+        &events::tenant(events::TENANT_UPDATED, &next, &changed, actor),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(next)
+}
