@@ -189,7 +189,7 @@ impl Auth {
         caller: &Caller,
     ) -> Result<UserView, ApiError> {
         let current = self.user_row(scope, id).await?;
-        if let Some(expected) = expected.or(changes.version) {
+        if let Some(expected) = expected {
             if expected != current.version {
                 return Err(ApiError::stale(current.version));
             }

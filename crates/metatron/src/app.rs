@@ -263,7 +263,6 @@ async fn ready(axum::extract::State(app): axum::extract::State<App>) -> impl Int
 
 /// The OpenAPI document of every service, merged.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     let mut doc = utoipa::openapi::OpenApiBuilder::new()
         .info(
             utoipa::openapi::InfoBuilder::new()
@@ -278,16 +277,6 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .build();
     doc.merge(cdx::openapi());
     doc.merge(auth::openapi());
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .bearer_format("JWT")
-                .build(),
-        ),
-    );
     doc
 }
 

@@ -130,7 +130,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
 }
 
 /// Reads the optimistic-concurrency precondition: `If-Match: "<version>"` (or `W/"..."`).
-pub fn if_match_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+fn if_match_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -139,6 +139,42 @@ pub fn if_match_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, 
     text.parse::<i64>().map(Some).map_err(|_| {
         ApiError::bad_request("invalid_if_match", "If-Match must be an ETag from this API")
     })
+}
+
+/// The version a write is based on: `If-Match` or the body's `version`; when both are
+/// given they must agree. `None` means an unconditional write.
+pub fn expected_version(
+    headers: &axum::http::HeaderMap,
+    body: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
+    match (if_match_version(headers)?, body) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(
+            "conflicting_versions",
+            "If-Match and the body's version disagree",
+        )),
+        (header, body) => Ok(header.or(body)),
+    }
+}
+
+/// Declares the `bearer` security scheme (JWT access tokens) in a service's OpenAPI
+/// document; use as `#[openapi(modifiers(&BearerAuth))]`.
+#[derive(Debug)]
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
 }
 
 /// The `ETag` of a resource version.
@@ -354,6 +390,20 @@ mod tests {
             assert_eq!(body["error"]["code"], code, "{body}");
             assert!(headers.contains_key(REQUEST_ID));
         }
+    }
+
+    #[test]
+    fn if_match_and_body_version_must_agree() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(expected_version(&headers, Some(3)).ok(), Some(Some(3)));
+        headers.insert(header::IF_MATCH, HeaderValue::from_static("\"4\""));
+        assert_eq!(expected_version(&headers, None).ok(), Some(Some(4)));
+        assert_eq!(expected_version(&headers, Some(4)).ok(), Some(Some(4)));
+        assert!(expected_version(&headers, Some(3)).is_err());
+        headers.insert(header::IF_MATCH, HeaderValue::from_static("W/\"5\""));
+        assert_eq!(expected_version(&headers, None).ok(), Some(Some(5)));
+        headers.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+        assert!(expected_version(&headers, None).is_err());
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@ mod session;
 mod users;
 
 use axum::Router;
+use platform::http::BearerAuth;
 
 use crate::Auth;
 
@@ -27,6 +28,7 @@ pub fn router() -> Router<Auth> {
         crate::keys::Jwks, crate::keys::Jwk, session::RefreshRequest, session::PasswordChange,
         session::SessionView, users::CreateUser, crate::users::UserChanges
     )),
+    modifiers(&BearerAuth),
     tags((name = "auth", description = "Login, tokens, sessions and tenant users"))
 )]
 pub struct ApiDoc;

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use platform::caller::TenantAdmin;
-use platform::http::{etag, if_match_version, Json, Path, Query};
+use platform::http::{etag, expected_version, Json, Path, Query};
 use platform::page::{page, Page, PageParams};
 use platform::ApiError;
 use secrecy::SecretString;
@@ -128,7 +128,7 @@ pub async fn update(
     headers: HeaderMap,
     Json(body): Json<UserChanges>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let expected = if_match_version(&headers)?;
+    let expected = expected_version(&headers, body.version)?;
     let user = auth
         .update_user(&admin.scope, &id, body, expected, &admin.caller)
         .await?;

@@ -133,7 +133,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     Json(body): Json<UpdateClient>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let expected = super::expected_version(&headers, body.version)?;
+    let expected = platform::http::expected_version(&headers, body.version)?;
     let changes = ClientChanges {
         name: body
             .name

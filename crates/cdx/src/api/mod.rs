@@ -5,11 +5,8 @@ mod clients;
 mod services;
 mod tenants;
 
-use axum::http::HeaderMap;
 use axum::Router;
-use platform::http::if_match_version;
-use platform::ApiError;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use platform::http::BearerAuth;
 
 use crate::CdxState;
 
@@ -21,37 +18,6 @@ pub(crate) fn router() -> Router<CdxState> {
         .merge(services::router())
         .merge(audit::router())
 }
-
-/// The version a write expects: `If-Match` or the body's `version`; when both are given
-/// they must agree.
-fn expected_version(headers: &HeaderMap, body: Option<i64>) -> Result<Option<i64>, ApiError> {
-    match (if_match_version(headers)?, body) {
-        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(
-            "conflicting_versions",
-            "If-Match and the body's version disagree",
-        )),
-        (header, body) => Ok(header.or(body)),
-    }
-}
-
-/// Declares the bearer token every CDX route requires.
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// The OpenAPI description of the CDX API.
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -75,18 +41,6 @@ pub struct ApiDoc;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use axum::http::{header, HeaderValue};
-
-    #[test]
-    fn if_match_and_body_version_must_agree() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(expected_version(&headers, Some(3)).ok(), Some(Some(3)));
-        headers.insert(header::IF_MATCH, HeaderValue::from_static("\"4\""));
-        assert_eq!(expected_version(&headers, None).ok(), Some(Some(4)));
-        assert_eq!(expected_version(&headers, Some(4)).ok(), Some(Some(4)));
-        assert!(expected_version(&headers, Some(3)).is_err());
-    }
 
     #[test]
     fn openapi_lists_every_route() {

@@ -154,7 +154,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     Json(body): Json<UpdateTenant>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let expected = super::expected_version(&headers, body.version)?;
+    let expected = platform::http::expected_version(&headers, body.version)?;
     let changes = TenantChanges {
         name: body
             .name
