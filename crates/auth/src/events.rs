@@ -6,10 +6,10 @@
 
 use async_trait::async_trait;
 use platform::events::{begin_once, Event, EventHandler, HandlerError};
-use platform::ids::Timestamp;
 use platform::tenants::{TenantStatus, TENANT_UPDATED};
 
-use crate::store::{self, Revoke};
+use crate::login::revoke_in;
+use crate::store::Revoke;
 use crate::Auth;
 
 pub const USER_CREATED: &str = "auth.user.created";
@@ -45,11 +45,12 @@ impl EventHandler for TenantSuspension {
         let Some(mut tx) = begin_once(&self.auth.0.db, self.name(), event).await? else {
             return Ok(());
         };
-        let revoked = store::revoke_sessions(
+        let revoked = revoke_in(
             &mut tx,
             Revoke::Tenant(&event.aggregate_id),
             "tenant_suspended",
-            Timestamp::now(),
+            &event.actor,
+            Some(&event.aggregate_id),
         )
         .await?;
         tx.commit().await?;

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
 
 use axum::http::StatusCode;
 
@@ -72,6 +73,33 @@ pub struct TokenResponse {
     pub expires_in: i64,
     /// Who is logged in.
     pub user: Principal,
+}
+
+/// Revokes sessions inside the caller's transaction, recording one `auth.session.revoked`
+/// event per session; answers the revoked ids (for [`Auth::forget_sessions`] after commit).
+pub(crate) async fn revoke_in(
+    tx: &mut AnyConnection,
+    which: Revoke<'_>,
+    reason: &str,
+    actor: &Actor,
+    tenant_id: Option<&str>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let revoked = store::revoke_sessions(tx, which, reason, Timestamp::now()).await?;
+    for sid in &revoked {
+        record(
+            tx,
+            &Event::new(
+                "auth",
+                SESSION_REVOKED,
+                tenant_id,
+                sid,
+                actor,
+                json!({ "reason": reason }),
+            ),
+        )
+        .await?;
+    }
+    Ok(revoked)
 }
 
 /// The stored form of a refresh token.
@@ -450,13 +478,6 @@ impl Auth {
         };
         if !first_use {
             // A rotated token came back: someone holds a copy. End the whole session.
-            let revoked = store::revoke_sessions(
-                &mut tx,
-                Revoke::Session(&session.id),
-                "refresh_token_reuse",
-                now,
-            )
-            .await?;
             let actor = Actor {
                 id: Some(session.subject_id.clone()),
                 role: session.role.clone(),
@@ -464,20 +485,14 @@ impl Auth {
                 request_id: meta.request_id.clone(),
                 ip: meta.ip.clone(),
             };
-            if !revoked.is_empty() {
-                record(
-                    &mut tx,
-                    &Event::new(
-                        "auth",
-                        SESSION_REVOKED,
-                        session.tenant_id.as_deref(),
-                        &session.id,
-                        &actor,
-                        json!({ "reason": "refresh_token_reuse" }),
-                    ),
-                )
-                .await?;
-            }
+            let revoked = revoke_in(
+                &mut tx,
+                Revoke::Session(&session.id),
+                "refresh_token_reuse",
+                &actor,
+                session.tenant_id.as_deref(),
+            )
+            .await?;
             tx.commit().await?;
             self.0.outbox.notify();
             self.forget_sessions(&revoked);
@@ -570,8 +585,7 @@ impl Auth {
             .ok_or_else(|| ApiError::unauthorized("the session has ended"))
     }
 
-    /// Revokes sessions and announces it; `which` must belong to `caller` or be checked by
-    /// the caller of this function.
+    /// Revokes sessions in a transaction of its own and announces it.
     pub(crate) async fn revoke(
         &self,
         which: Revoke<'_>,
@@ -580,21 +594,7 @@ impl Auth {
         tenant_id: Option<&str>,
     ) -> Result<Vec<String>, ApiError> {
         let mut tx = self.0.db.begin().await?;
-        let revoked = store::revoke_sessions(&mut tx, which, reason, Timestamp::now()).await?;
-        for sid in &revoked {
-            record(
-                &mut tx,
-                &Event::new(
-                    "auth",
-                    SESSION_REVOKED,
-                    tenant_id,
-                    sid,
-                    actor,
-                    json!({ "reason": reason }),
-                ),
-            )
-            .await?;
-        }
+        let revoked = revoke_in(&mut tx, which, reason, actor, tenant_id).await?;
         tx.commit().await?;
         self.0.outbox.notify();
         self.forget_sessions(&revoked);

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::events::{PASSWORD_CHANGED, USER_CREATED, USER_DELETED, USER_UPDATED};
+use crate::login::revoke_in;
 use crate::model::{parse_name, Email, NewPassword, UserRole, UserStatus};
 use crate::store::{self, Revoke, SessionRow, UserRow};
 use crate::Auth;
@@ -262,11 +263,12 @@ impl Auth {
             .iter()
             .any(|c| matches!(*c, "role" | "status" | "password"));
         let revoked = if end_sessions {
-            store::revoke_sessions(
+            revoke_in(
                 &mut tx,
                 Revoke::Subject { id, except: None },
                 "user_changed",
-                next.updated_at,
+                &actor,
+                Some(scope.tenant_id()),
             )
             .await?
         } else {
@@ -296,11 +298,12 @@ impl Auth {
         if !store::delete_user(&mut tx, scope, id).await? {
             return Err(ApiError::not_found("user"));
         }
-        let revoked = store::revoke_sessions(
+        let revoked = revoke_in(
             &mut tx,
             Revoke::Subject { id, except: None },
             "user_deleted",
-            Timestamp::now(),
+            &caller.actor(),
+            Some(scope.tenant_id()),
         )
         .await?;
         record(
@@ -373,14 +376,15 @@ impl Auth {
         if !store::update_user(&mut tx, &scope, &next).await? {
             return Err(ApiError::stale(user.version + 1));
         }
-        let revoked = store::revoke_sessions(
+        let revoked = revoke_in(
             &mut tx,
             Revoke::Subject {
                 id: &user.id,
                 except: Some(caller.session_id()),
             },
             "password_changed",
-            next.updated_at,
+            &caller.actor(),
+            Some(tenant_id),
         )
         .await?;
         record(

@@ -141,7 +141,7 @@ impl Cdx {
         store::has_active_admin(self.0.db.reader()).await
     }
 
-    /// Creates a superadmin. The username is validated (3..=64 of `[a-z0-9._@-]`, case
+    /// Creates a superadmin. The username is validated (3..=64 of `[a-z0-9._-]`, case
     /// folded), the password must be 8 characters to 1024 bytes; a taken username is a 409.
     pub async fn create_admin(
         &self,

@@ -202,12 +202,13 @@ pub struct TableReport {
 }
 
 /// `metatron inspect`: every service database's URL, tables, row counts and migration
-/// version. Opens the databases without migrating them.
+/// version. Opens existing databases only, and never migrates them.
 pub async fn inspect(settings: &Settings) -> anyhow::Result<Vec<DatabaseReport>> {
     let mut reports = Vec::new();
     for (name, db_settings) in settings.service_databases() {
         let url = platform::db::database_url(name, db_settings, &settings.data_dir);
-        let db = platform::db::Db::connect(name, &url, Some(1), &settings.database).await?;
+        let db =
+            platform::db::Db::connect_existing(name, &url, Some(1), &settings.database).await?;
         let mut tables = Vec::new();
         for table in db.tables().await? {
             tables.push(TableReport {

@@ -1,5 +1,6 @@
 //! `metatron`: parses the command line and calls into the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -10,9 +11,9 @@ use platform::config::Overrides;
 #[derive(Parser)]
 #[command(name = "metatron", version, about, propagate_version = true)]
 struct Cli {
-    /// Configuration file (read when it exists).
-    #[arg(long, global = true, default_value = "metatron.toml")]
-    config: PathBuf,
+    /// Configuration file [default: metatron.toml, read when it exists].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     /// Directory of the SQLite databases (default ./data).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
@@ -67,6 +68,7 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid setting `log`: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
@@ -82,7 +84,15 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Serve { port, bind, .. } = &cli.command {
         flags = flags.set("port", *port).set("bind", *bind);
     }
-    let settings = Settings::load(Some(&cli.config), flags).map_err(anyhow::Error::msg)?;
+    // A file named on the command line must exist; the default one is optional.
+    let config = match cli.config {
+        Some(path) if !path.exists() => {
+            anyhow::bail!("configuration file {} not found", path.display())
+        }
+        Some(path) => path,
+        None => PathBuf::from("metatron.toml"),
+    };
+    let settings = Settings::load(Some(&config), flags).map_err(anyhow::Error::msg)?;
     init_logging(&settings)?;
     match cli.command {
         Command::Serve { demo, .. } => metatron::commands::serve(settings, demo).await,

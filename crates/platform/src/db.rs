@@ -151,6 +151,27 @@ impl Db {
         max_connections: Option<u32>,
         pool: &PoolDefaults,
     ) -> Result<Db, DbError> {
+        Self::open(service, url, max_connections, pool, true).await
+    }
+
+    /// Opens the database of `service` at `url` only if it exists (for tools that look,
+    /// like `inspect`, and must not leave an empty database behind a mistyped URL).
+    pub async fn connect_existing(
+        service: &'static str,
+        url: &str,
+        max_connections: Option<u32>,
+        pool: &PoolDefaults,
+    ) -> Result<Db, DbError> {
+        Self::open(service, url, max_connections, pool, false).await
+    }
+
+    async fn open(
+        service: &'static str,
+        url: &str,
+        max_connections: Option<u32>,
+        pool: &PoolDefaults,
+        create: bool,
+    ) -> Result<Db, DbError> {
         install_drivers();
         let connect_err = |source| DbError::Connect {
             service: service.to_string(),
@@ -165,14 +186,14 @@ impl Db {
                 .trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or(path);
             if let Some(parent) = Path::new(path).parent() {
-                if !parent.as_os_str().is_empty() {
+                if create && !parent.as_os_str().is_empty() {
                     std::fs::create_dir_all(parent).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
                 }
             }
-            let with_mode = if url.contains('?') {
-                url.to_string()
-            } else {
-                format!("{url}?mode=rwc")
+            let with_mode = match (url.contains('?'), create) {
+                (true, _) => url.to_string(),
+                (false, true) => format!("{url}?mode=rwc"),
+                (false, false) => format!("{url}?mode=rw"),
             };
             let options = AnyConnectOptions::from_str(&with_mode)
                 .map_err(connect_err)?
@@ -217,9 +238,10 @@ impl Db {
                     )));
                 }
             }
-            if !<Any as sqlx::migrate::MigrateDatabase>::database_exists(&base)
-                .await
-                .unwrap_or(true)
+            if create
+                && !<Any as sqlx::migrate::MigrateDatabase>::database_exists(&base)
+                    .await
+                    .unwrap_or(true)
             {
                 <Any as sqlx::migrate::MigrateDatabase>::create_database(&base)
                     .await
@@ -228,11 +250,21 @@ impl Db {
             let options = AnyConnectOptions::from_str(&base)
                 .map_err(connect_err)?
                 .disable_statement_logging();
-            if let Some(schema) = &schema {
+            if let (Some(schema), true) = (&schema, create) {
                 let mut conn = options.connect().await.map_err(connect_err)?;
-                conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-                    .await
-                    .map_err(connect_err)?;
+                // Checked first: `CREATE SCHEMA IF NOT EXISTS` logs a notice on every start.
+                let exists =
+                    sqlx::query("SELECT 1 FROM information_schema.schemata WHERE schema_name = $1")
+                        .bind(schema)
+                        .fetch_optional(&mut conn)
+                        .await
+                        .map_err(connect_err)?
+                        .is_some();
+                if !exists {
+                    conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+                        .await
+                        .map_err(connect_err)?;
+                }
             }
             let pool = AnyPoolOptions::new()
                 .max_connections(max)

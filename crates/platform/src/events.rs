@@ -23,7 +23,7 @@ use crate::ids::{new_id, Timestamp};
 pub struct Actor {
     /// User or admin id; `None` for the system itself.
     pub id: Option<String>,
-    /// `superadmin`, `admin`, `user`, or `system`.
+    /// `superadmin`, `admin`, `user`, `system`, or `anonymous` (a failed login).
     pub role: String,
     /// Display name (user name or email) for the audit trail.
     pub name: Option<String>,

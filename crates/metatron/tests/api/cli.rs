@@ -16,8 +16,6 @@ fn metatron(
     cmd.args(args)
         .arg("--data-dir")
         .arg(&settings.data_dir)
-        .arg("--config")
-        .arg("/nonexistent/metatron.toml")
         .env(
             "METATRON_CDX_DATABASE_URL",
             settings.cdx.database.url.as_deref().expect("url"),
@@ -144,7 +142,7 @@ async fn unknown_or_invalid_settings_fail_naming_the_setting() {
     let settings = test_settings(&dbs);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_metatron"));
     let out = cmd
-        .args(["inspect", "--config", "/nonexistent.toml"])
+        .args(["inspect"])
         .env("METATRON_PROT", "1")
         .env("METATRON_DATA_DIR", &settings.data_dir)
         .output()
@@ -156,7 +154,7 @@ async fn unknown_or_invalid_settings_fail_naming_the_setting() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new(env!("CARGO_BIN_EXE_metatron"))
-        .args(["inspect", "--config", "/nonexistent.toml"])
+        .args(["inspect"])
         .env("METATRON_AUTH_ACCESS_TOKEN_TTL_SECS", "soon")
         .output()
         .expect("runs");
@@ -165,6 +163,28 @@ async fn unknown_or_invalid_settings_fail_naming_the_setting() {
         String::from_utf8_lossy(&out.stderr).contains("auth.access_token_ttl_secs"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_config_file_or_database_is_an_error_not_a_default() {
+    let out = Command::new(env!("CARGO_BIN_EXE_metatron"))
+        .args(["inspect", "--config", "/nonexistent/metatron.toml"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/metatron.toml"));
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_metatron"))
+        .args(["inspect", "--data-dir"])
+        .arg(empty.path())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "inspect of nothing fails");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).expect("dir").count(),
+        0,
+        "and creates nothing"
     );
 }
 
