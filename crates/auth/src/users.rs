@@ -333,19 +333,42 @@ impl Auth {
             .ok_or_else(|| ApiError::not_found("user"))
     }
 
-    /// Changes the caller's own password (tenant users); other sessions are revoked.
+    /// Changes the caller's own password; the caller's other sessions are revoked.
     pub async fn change_password(
         &self,
         caller: &Caller,
         current: &SecretString,
         new: &SecretString,
     ) -> Result<(), ApiError> {
+        let wrong = || {
+            ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "wrong_password",
+                "the current password is wrong",
+            )
+        };
         let Some(tenant_id) = &caller.claims.tid else {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "not_supported",
-                "superadmin passwords are managed with `metatron admin create`",
-            ));
+            // Superadmin credentials live in CDX; it checks and stores them.
+            if !self
+                .0
+                .admins
+                .change_admin_password(caller.id(), current, new, &caller.actor())
+                .await?
+            {
+                return Err(wrong());
+            }
+            let except = Some(caller.session_id());
+            self.revoke(
+                Revoke::Subject {
+                    id: caller.id(),
+                    except,
+                },
+                "password_changed",
+                &caller.actor(),
+                None,
+            )
+            .await?;
+            return Ok(());
         };
         let scope = TenantScope::for_system_task(tenant_id);
         let user = self.user_row(&scope, caller.id()).await?;
@@ -356,11 +379,7 @@ impl Auth {
             .await
             .map_err(|e| ApiError::internal("hashing", e))?;
         if !verified.ok() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "wrong_password",
-                "the current password is wrong",
-            ));
+            return Err(wrong());
         }
         let new = NewPassword::parse("new_password", new)?;
         let mut next = user.clone();

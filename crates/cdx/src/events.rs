@@ -18,6 +18,9 @@ pub const TENANT_UPDATED: &str = platform::tenants::TENANT_UPDATED;
 /// A platform admin was created; `data`: `username`.
 pub const ADMIN_CREATED: &str = "cdx.admin.created";
 
+/// A platform admin changed their password; `data` is empty.
+pub const ADMIN_PASSWORD_CHANGED: &str = "cdx.admin.password_changed";
+
 /// Every field of a client, as `changed` of its creation.
 pub(crate) const CLIENT_FIELDS: &[&str] = &["name"];
 /// Every field of a tenant, as `changed` of its creation.
@@ -66,5 +69,17 @@ pub(crate) fn admin_created(admin: &AdminIdentity, actor: &Actor) -> Event {
         &admin.id,
         actor,
         json!({ "username": admin.username }),
+    )
+}
+
+/// `cdx.admin.password_changed`; never carries the password or its hash.
+pub(crate) fn admin_password_changed(admin_id: &str, actor: &Actor) -> Event {
+    Event::new(
+        source(),
+        ADMIN_PASSWORD_CHANGED,
+        None,
+        admin_id,
+        actor,
+        json!({}),
     )
 }

@@ -233,7 +233,8 @@ impl AdminDirectory for Cdx {
         // decoy), so the answer time does not tell which usernames exist.
         let admin = match Username::parse(username) {
             Ok(name) if password.expose_secret().len() <= MAX_PASSWORD_BYTES => {
-                store::active_admin_by_username(self.0.db.reader(), name.as_str()).await?
+                store::active_admin(self.0.db.reader(), store::AdminKey::Username(name.as_str()))
+                    .await?
             }
             _ => None,
         };
@@ -251,7 +252,9 @@ impl AdminDirectory for Cdx {
             Verified::Yes => {}
             Verified::YesRehashed(hash) => {
                 // The login is valid either way; a failed upgrade is retried next login.
-                if let Err(e) = store::set_admin_password_hash(&self.0.db, &admin.id, &hash).await {
+                if let Err(e) =
+                    store::set_admin_password_hash(&self.0.db, &admin.id, &hash, None).await
+                {
                     tracing::warn!(error = %e, "storing a rehashed admin password failed");
                 }
             }
@@ -264,6 +267,33 @@ impl AdminDirectory for Cdx {
 
     async fn admin_by_id(&self, id: &str) -> Result<Option<AdminIdentity>, ApiError> {
         store::active_admin_by_id(self.0.db.reader(), id).await
+    }
+
+    async fn change_admin_password(
+        &self,
+        id: &str,
+        current: &SecretString,
+        new: &SecretString,
+        actor: &Actor,
+    ) -> Result<bool, ApiError> {
+        let Some(admin) = store::active_admin(self.0.db.reader(), store::AdminKey::Id(id)).await?
+        else {
+            return Ok(false);
+        };
+        let verified = self
+            .0
+            .hashing
+            .verify(current, Some(&admin.password_hash))
+            .await
+            .map_err(|e| ApiError::internal("verifying a password", e))?;
+        if !verified.ok() {
+            return Ok(false);
+        }
+        check_password(new)?;
+        let hash = self.hash(new).await?;
+        store::set_admin_password_hash(&self.0.db, &admin.id, &hash, Some(actor)).await?;
+        self.announce();
+        Ok(true)
     }
 }
 

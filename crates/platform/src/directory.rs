@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use crate::error::ApiError;
+use crate::events::Actor;
 
 /// A platform administrator as auth needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,4 +33,14 @@ pub trait AdminDirectory: Send + Sync {
 
     /// The active superadmin with this id, if any (for `/me` and token refresh).
     async fn admin_by_id(&self, id: &str) -> Result<Option<AdminIdentity>, ApiError>;
+
+    /// Changes an active superadmin's password after checking the current one; `false` when
+    /// the current password is wrong. The new one must meet the password policy (422).
+    async fn change_admin_password(
+        &self,
+        id: &str,
+        current: &SecretString,
+        new: &SecretString,
+        actor: &Actor,
+    ) -> Result<bool, ApiError>;
 }

@@ -32,15 +32,29 @@ pub async fn admin_exists(pool: &AnyPool, username: &str) -> ApiResult<bool> {
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
-/// The active admin with this (normalized) username, with its password hash.
-pub(crate) async fn active_admin_by_username(
+/// How to find an admin.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AdminKey<'a> {
+    /// By normalized username.
+    Username(&'a str),
+    /// By id.
+    Id(&'a str),
+}
+
+/// The active admin found by `key`, with its password hash.
+pub(crate) async fn active_admin(
     pool: &AnyPool,
-    username: &str,
+    key: AdminKey<'_>,
 ) -> ApiResult<Option<AdminRecord>> {
-    let row = sqlx::query(
-        "SELECT id, username, password_hash FROM admins WHERE username = $1 AND status = 'active'",
-    )
-    .bind(username)
+    let (column, value) = match key {
+        AdminKey::Username(name) => ("username", name),
+        AdminKey::Id(id) if is_uuid(id) => ("id", id),
+        AdminKey::Id(_) => return Ok(None),
+    };
+    let row = sqlx::query(&format!(
+        "SELECT id, username, password_hash FROM admins WHERE {column} = $1 AND status = 'active'"
+    ))
+    .bind(value)
     .fetch_optional(pool)
     .await?;
     Ok(row
@@ -56,21 +70,12 @@ pub(crate) async fn active_admin_by_username(
 
 /// The active admin with this id.
 pub async fn active_admin_by_id(pool: &AnyPool, id: &str) -> ApiResult<Option<AdminIdentity>> {
-    if !is_uuid(id) {
-        return Ok(None);
-    }
-    let row = sqlx::query("SELECT id, username FROM admins WHERE id = $1 AND status = 'active'")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row
-        .map(|r| -> Result<AdminIdentity, sqlx::Error> {
-            Ok(AdminIdentity {
-                id: r.try_get("id")?,
-                username: r.try_get("username")?,
-            })
-        })
-        .transpose()?)
+    Ok(active_admin(pool, AdminKey::Id(id))
+        .await?
+        .map(|a| AdminIdentity {
+            id: a.id,
+            username: a.username,
+        }))
 }
 
 /// Inserts an active admin unless the username is taken; `true` when inserted, with its
@@ -122,8 +127,14 @@ pub async fn create_admin(
     Ok(admin)
 }
 
-/// Replaces an admin's password hash (after a rehash with current parameters).
-pub async fn set_admin_password_hash(db: &Db, id: &str, password_hash: &str) -> ApiResult<()> {
+/// Replaces an admin's password hash. A change the admin made (`changed_by`) is recorded
+/// as `cdx.admin.password_changed`; a rehash with current parameters is not an event.
+pub async fn set_admin_password_hash(
+    db: &Db,
+    id: &str,
+    password_hash: &str,
+    changed_by: Option<&Actor>,
+) -> ApiResult<()> {
     let mut tx = db.begin().await?;
     sqlx::query("UPDATE admins SET password_hash = $1, updated_at = $2 WHERE id = $3")
         .bind(password_hash)
@@ -131,6 +142,9 @@ pub async fn set_admin_password_hash(db: &Db, id: &str, password_hash: &str) -> 
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    if let Some(actor) = changed_by {
+        record(&mut tx, &events::admin_password_changed(id, actor)).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

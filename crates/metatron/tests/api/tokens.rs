@@ -292,3 +292,49 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     assert_eq!(header["kid"], rotated["kid"], "new tokens use the new key");
     assert_eq!(me_status(&app, &fresh).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn superadmins_change_their_password_through_cdx() {
+    let app = TestApp::spawn().await;
+    let mine = app.token(SUPERADMIN).await;
+    let elsewhere = app.token(SUPERADMIN).await;
+    let change =
+        |current: &str, new: &str| json!({ "current_password": current, "new_password": new });
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/auth/password",
+            Some(&mine),
+            Some(change("wrong-one", "brand-new-pw")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/auth/password",
+            Some(&mine),
+            Some(change(SUPERADMIN.1, "short")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/auth/password",
+            Some(&mine),
+            Some(change(SUPERADMIN.1, "brand-new-pw")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(me_status(&app, &mine).await, StatusCode::OK);
+    assert_eq!(me_status(&app, &elsewhere).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.login_as(SUPERADMIN, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login_as((SUPERADMIN.0, "brand-new-pw"), None).await.0,
+        StatusCode::OK
+    );
+}
