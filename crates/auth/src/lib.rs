@@ -32,11 +32,18 @@ pub use login::{LoginRequest, Principal, TokenResponse};
 pub use users::{NewUser, UserView};
 
 /// The auth service's migrations.
-pub const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
-    version: 100,
-    name: "users_sessions_keys",
-    sql: include_str!("../migrations/0100_auth.sql"),
-}];
+pub const MIGRATIONS: &[MigrationFile] = &[
+    MigrationFile {
+        version: 100,
+        name: "users_sessions_keys",
+        sql: include_str!("../migrations/0100_auth.sql"),
+    },
+    MigrationFile {
+        version: 101,
+        name: "failure_index",
+        sql: include_str!("../migrations/0101_failure_index.sql"),
+    },
+];
 
 /// The auth service.
 pub const SERVICE: ServiceInfo = ServiceInfo {

@@ -1,17 +1,20 @@
-//! Password hashing with argon2id on a bounded blocking pool.
+//! Password hashing with argon2id on a fixed pool of hashing threads.
 //!
-//! Hashing is deliberately expensive (OWASP: m = 19 MiB, t = 2, p = 1), so it runs on
-//! tokio's blocking threads behind a semaphore sized to the cores: a login storm queues
-//! there instead of starving the async workers that serve every other request.
+//! Hashing is deliberately expensive (OWASP: m = 19 MiB, t = 2, p = 1), so it runs on a
+//! fixed pool of threads sized to the cores: a login storm queues there instead of
+//! starving the async workers that serve every other request.
 
 use std::sync::Arc;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// argon2id cost parameters and the size of the hashing pool (`[password]` settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,12 +64,29 @@ impl Verified {
     }
 }
 
-/// Hashes and verifies passwords.
+/// A hashing worker keeps its argon2 memory while work keeps coming, and frees it after
+/// this long without work, so an idle server holds none of it.
+const IDLE_RELEASE: Duration = Duration::from_millis(500);
+/// Stored hashes asking for more memory than this are refused rather than computed.
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+const SALT_BYTES: usize = 16;
+/// Capacity reserved for a worker's argon2 memory, in blocks of 1 KiB: above glibc's
+/// largest dynamic mmap threshold (32 MiB), so the buffer is always its own mapping and is
+/// returned to the operating system when freed. Smaller freed blocks would raise that
+/// threshold and stay resident in per-thread arenas. Only the pages argon2 uses are ever
+/// touched, so the unused part of the reservation costs no memory.
+const RESERVED_BLOCKS: usize = 33 * 1024;
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Hashes and verifies passwords on a fixed pool of threads, one per allowed concurrent
+/// hash. Each worker reuses one argon2 memory buffer: allocating 19 MiB per hash would cost
+/// page faults on every login and leave freed blocks in the allocator's per-thread caches.
 #[derive(Clone)]
 pub struct PasswordHashing {
     params: HashParams,
-    argon: Arc<Argon2<'static>>,
-    permits: Arc<Semaphore>,
+    argon: Argon2<'static>,
+    jobs: Sender<Job>,
     /// A hash of a random password, verified against when the account does not exist so
     /// that unknown users cost the same time as known ones.
     decoy: Arc<String>,
@@ -80,6 +100,124 @@ impl std::fmt::Debug for PasswordHashing {
     }
 }
 
+fn worker(jobs: Receiver<Job>) {
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        match jobs.recv_timeout(IDLE_RELEASE) {
+            Ok(job) => job(&mut memory),
+            Err(RecvTimeoutError::Timeout) => memory = Vec::new(),
+            // Every PasswordHashing handle is gone.
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Computes the argon2 output for `password` and `salt` into a buffer of `out_len` bytes,
+/// growing the worker's memory when the parameters need more.
+fn compute(
+    argon: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out_len: usize,
+    memory: &mut Vec<Block>,
+) -> Result<Output, HashError> {
+    let blocks = params.block_count();
+    if memory.capacity() < blocks {
+        *memory = Vec::with_capacity(blocks.max(RESERVED_BLOCKS));
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    Output::init_with(out_len, |out| {
+        argon
+            .hash_password_into_with_memory(password, salt, out, &mut memory[..])
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(|e| HashError(e.to_string()))
+}
+
+fn phc_hash(
+    argon: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    memory: &mut Vec<Block>,
+) -> Result<String, HashError> {
+    let mut salt = [0u8; SALT_BYTES];
+    OsRng.fill_bytes(&mut salt);
+    let output = compute(
+        argon,
+        params,
+        password,
+        &salt,
+        Params::DEFAULT_OUTPUT_LEN,
+        memory,
+    )?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| HashError(e.to_string()))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against a PHC string; `Some(params_current)` when it matches.
+fn check(
+    stored: &str,
+    password: &[u8],
+    current: &Params,
+    memory: &mut Vec<Block>,
+) -> Result<Option<bool>, HashError> {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return Ok(None);
+    };
+    let (Ok(algorithm), Some(expected), Some(salt)) = (
+        Algorithm::try_from(parsed.algorithm),
+        parsed.hash,
+        parsed.salt,
+    ) else {
+        return Ok(None);
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return Ok(None),
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return Ok(None);
+    };
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return Ok(None);
+    }
+    let Ok(params) = Params::new(
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        Some(expected.len()),
+    ) else {
+        return Ok(None);
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return Ok(None);
+    };
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let computed = compute(&argon, &params, password, salt, expected.len(), memory)?;
+    // `Output`'s equality is constant-time.
+    if computed != expected {
+        return Ok(None);
+    }
+    let current = algorithm == Algorithm::Argon2id
+        && version == Version::V0x13
+        && params.m_cost() == current.m_cost()
+        && params.t_cost() == current.t_cost()
+        && params.p_cost() == current.p_cost()
+        && expected.len() == Params::DEFAULT_OUTPUT_LEN;
+    Ok(Some(current))
+}
+
 impl PasswordHashing {
     /// A hasher with `params`, running at most `params.concurrency` hashes at once.
     pub fn new(params: HashParams) -> Result<Self, HashError> {
@@ -89,6 +227,11 @@ impl PasswordHashing {
                 .unwrap_or(2),
             n => n,
         };
+        if params.memory_kib > MAX_MEMORY_KIB {
+            return Err(HashError(format!(
+                "argon2 memory above {MAX_MEMORY_KIB} KiB"
+            )));
+        }
         let p = Params::new(
             params.memory_kib,
             params.iterations,
@@ -96,16 +239,21 @@ impl PasswordHashing {
             None,
         )
         .map_err(|e| HashError(format!("invalid argon2 parameters: {e}")))?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
-        let salt = SaltString::generate(&mut OsRng);
-        let decoy = argon
-            .hash_password(crate::ids::new_id().as_bytes(), &salt)
-            .map_err(|e| HashError(e.to_string()))?
-            .to_string();
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p.clone());
+        let (jobs, queue) = unbounded::<Job>();
+        for i in 0..concurrency {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || worker(queue))
+                .map_err(|e| HashError(format!("starting a hashing thread: {e}")))?;
+        }
+        // The decoy is computed here, once, with a buffer that is freed right after.
+        let decoy = phc_hash(&argon, &p, crate::ids::new_id().as_bytes(), &mut Vec::new())?;
         Ok(PasswordHashing {
             params,
-            argon: Arc::new(argon),
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            argon,
+            jobs,
             decoy: Arc::new(decoy),
         })
     }
@@ -115,30 +263,33 @@ impl PasswordHashing {
         self.params
     }
 
-    async fn blocking<T: Send + 'static>(
+    async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+        work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError("hashing pool closed".into()))?;
+        let (reply, answer) = oneshot::channel();
         let argon = self.argon.clone();
-        tokio::task::spawn_blocking(move || work(&argon))
+        let job: Job = Box::new(move |memory| {
+            let _ = reply.send(work(&argon, memory));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| HashError("hashing pool stopped".into()))?;
+        answer
             .await
-            .map_err(|e| HashError(e.to_string()))
+            .map_err(|_| HashError("a hashing thread failed".into()))
     }
 
     /// Hashes a password into a PHC string.
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
         let password = password.clone();
-        self.blocking(move |argon| {
-            let salt = SaltString::generate(&mut OsRng);
-            argon
-                .hash_password(password.expose_secret().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| HashError(e.to_string()))
+        self.run(move |argon, memory| {
+            phc_hash(
+                argon,
+                argon.params(),
+                password.expose_secret().as_bytes(),
+                memory,
+            )
         })
         .await?
     }
@@ -156,34 +307,16 @@ impl PasswordHashing {
             .map(str::to_string)
             .unwrap_or_else(|| self.decoy.to_string());
         let password = password.clone();
-        let current = self.params;
-        self.blocking(move |argon| {
-            let Ok(parsed) = PasswordHash::new(&stored) else {
-                return Ok(Verified::No);
-            };
-            if argon
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .is_err()
-                || !known
-            {
-                return Ok(Verified::No);
+        self.run(move |argon, memory| {
+            let secret = password.expose_secret().as_bytes();
+            match check(&stored, secret, argon.params(), memory)? {
+                None => Ok(Verified::No),
+                Some(_) if !known => Ok(Verified::No),
+                Some(true) => Ok(Verified::Yes),
+                Some(false) => {
+                    phc_hash(argon, argon.params(), secret, memory).map(Verified::YesRehashed)
+                }
             }
-            let same = Params::try_from(&parsed)
-                .map(|p| {
-                    p.m_cost() == current.memory_kib
-                        && p.t_cost() == current.iterations
-                        && p.p_cost() == current.parallelism
-                })
-                .unwrap_or(false)
-                && parsed.algorithm == argon2::ARGON2ID_IDENT;
-            if same {
-                return Ok(Verified::Yes);
-            }
-            let salt = SaltString::generate(&mut OsRng);
-            argon
-                .hash_password(password.expose_secret().as_bytes(), &salt)
-                .map(|h| Verified::YesRehashed(h.to_string()))
-                .map_err(|e| HashError(e.to_string()))
         })
         .await?
     }
@@ -247,5 +380,50 @@ mod tests {
                 .expect("verify"),
             Verified::No
         );
+    }
+
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_standard_argon2_api() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let pw = SecretString::from("interop password");
+        let ours = cheap(1024);
+        let stored = ours.hash(&pw).await.expect("hash");
+        let parsed = PasswordHash::new(&stored).expect("PHC string");
+        Argon2::default()
+            .verify_password(b"interop password", &parsed)
+            .expect("standard API verifies ours");
+
+        let params = Params::new(1024, 1, 1, None).expect("params");
+        let standard = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"interop password", &SaltString::generate(&mut OsRng))
+            .expect("hash")
+            .to_string();
+        assert_eq!(
+            ours.verify(&pw, Some(&standard)).await.expect("verify"),
+            Verified::Yes
+        );
+        // An argon2i hash still verifies, and is upgraded to argon2id.
+        let legacy = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).expect("params"),
+        )
+        .hash_password(b"interop password", &SaltString::generate(&mut OsRng))
+        .expect("hash")
+        .to_string();
+        assert!(
+            matches!(ours.verify(&pw, Some(&legacy)).await.expect("verify"), Verified::YesRehashed(h) if h.starts_with("$argon2id$"))
+        );
+    }
+
+    #[tokio::test]
+    async fn many_hashes_at_once_all_complete() {
+        let h = cheap(1024);
+        let pw = SecretString::from("parallel");
+        let stored = h.hash(&pw).await.expect("hash");
+        let checks: Vec<_> = (0..16).map(|_| h.verify(&pw, Some(&stored))).collect();
+        for outcome in futures_util::future::join_all(checks).await {
+            assert_eq!(outcome.expect("verify"), Verified::Yes);
+        }
     }
 }
