@@ -1,0 +1,62 @@
+//! `metatron-bench`: the Rust half of the benchmark suite (`bench/run.sh` is the other).
+//!
+//! - `argon2`: the raw argon2id rate on this machine, the reference for login throughput.
+//! - `startup`: time from spawning `metatron serve` to `/ready` = 200 on fresh databases.
+//! - `idle-memory`: resident memory of an idle `metatron serve` after start.
+//! - `report`: the summary table, printed and written into BENCHMARKS.md.
+//!
+//! Every command prints one JSON object on standard output.
+
+mod argon;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmark helper of Metatron (run through `bench/run.sh`).
+#[derive(Parser)]
+#[command(name = "metatron-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verifies argon2id hashes on N threads for a fixed time; prints hashes/s.
+    Argon2(argon::Args),
+    /// Starts `metatron serve` on new empty data directories and times each start to `/ready`.
+    Startup(server::StartupArgs),
+    /// Starts `metatron serve` on a new data directory and reads its idle RSS.
+    IdleMemory(server::MemoryArgs),
+    /// Reads the results of a run, prints the summary table and rewrites BENCHMARKS.md.
+    Report(report::Args),
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Argon2(args) => print_json(&argon::run(&args)?),
+        Command::Startup(args) => print_json(&server::startup(&args)?),
+        Command::IdleMemory(args) => print_json(&server::idle_memory(&args)?),
+        Command::Report(args) => report::run(&args),
+    }
+}
+
+/// A path as it should appear in messages.
+fn shown(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// Reads and parses a JSON file of the results directory.
+fn read_json(path: &PathBuf) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", shown(path)))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", shown(path)))
+}
