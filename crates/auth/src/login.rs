@@ -163,8 +163,13 @@ impl Auth {
         } else {
             format!("user:{}", Email::parse(username)?.as_str())
         };
-        self.check_throttle(&account_key, meta.ip.as_deref())
-            .await?;
+        if let Err(locked) = self.check_throttle(&account_key, meta.ip.as_deref()).await {
+            // Audited, but not counted as an attempt: retries during a lockout must not let
+            // an attacker extend the lockout of someone else's account.
+            self.record_failure(username, &account_key, "throttled", meta, false)
+                .await?;
+            return Err(locked);
+        }
 
         let outcome = if is_admin {
             self.authenticate_admin(username, &req.password).await?
@@ -178,37 +183,54 @@ impl Auth {
                     .await
             }
             Err(Failure::Rejected(reason, error)) => {
-                let actor = Actor {
-                    id: None,
-                    role: "anonymous".into(),
-                    name: Some(username.to_string()),
-                    request_id: meta.request_id.clone(),
-                    ip: meta.ip.clone(),
-                };
-                let event = Event::new(
-                    "auth",
-                    LOGIN_FAILED,
-                    None,
-                    &account_key,
-                    &actor,
-                    json!({ "username": username, "reason": reason }),
-                );
-                let mut tx = self.0.db.begin().await?;
-                store::insert_attempt(
-                    &mut tx,
-                    &account_key,
-                    meta.ip.as_deref(),
-                    None,
-                    Some(reason),
-                    Timestamp::now(),
-                )
-                .await?;
-                record(&mut tx, &event).await?;
-                tx.commit().await?;
-                self.0.outbox.notify();
+                self.record_failure(username, &account_key, reason, meta, true)
+                    .await?;
                 Err(error)
             }
         }
+    }
+
+    /// Records a failed login as an `auth.login.failed` event and, when `counts`, as a
+    /// failed attempt for throttling.
+    async fn record_failure(
+        &self,
+        username: &str,
+        account_key: &str,
+        reason: &str,
+        meta: &RequestMeta,
+        counts: bool,
+    ) -> Result<(), ApiError> {
+        let actor = Actor {
+            id: None,
+            role: "anonymous".into(),
+            name: Some(username.to_string()),
+            request_id: meta.request_id.clone(),
+            ip: meta.ip.clone(),
+        };
+        let event = Event::new(
+            "auth",
+            LOGIN_FAILED,
+            None,
+            account_key,
+            &actor,
+            json!({ "username": username, "reason": reason }),
+        );
+        let mut tx = self.0.db.begin().await?;
+        if counts {
+            store::insert_attempt(
+                &mut tx,
+                account_key,
+                meta.ip.as_deref(),
+                None,
+                Some(reason),
+                Timestamp::now(),
+            )
+            .await?;
+        }
+        record(&mut tx, &event).await?;
+        tx.commit().await?;
+        self.0.outbox.notify();
+        Ok(())
     }
 
     async fn check_throttle(&self, account_key: &str, ip: Option<&str>) -> Result<(), ApiError> {

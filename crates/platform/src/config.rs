@@ -124,8 +124,8 @@ impl Provider for Overrides {
     }
 }
 
-/// Database settings of one service (`[<service>.database]`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Database settings of one service (`[<service>.database]`). `Debug` masks the password.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://...` or `postgres://...`; default `sqlite://<data_dir>/<service>.db`.
@@ -133,6 +133,15 @@ pub struct DatabaseSettings {
     pub url: Option<String>,
     /// Pool size; defaults to `[database] max_connections`.
     pub max_connections: Option<u32>,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_deref().map(crate::db::mask_url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// Settings shared by every service's pool (`[database]`).
@@ -235,6 +244,19 @@ mod tests {
             assert_eq!(tree.auth.database.url.as_deref(), Some("postgres://x/y"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn debug_output_masks_database_passwords() {
+        let settings = DatabaseSettings {
+            url: Some("postgres://app:s3cret@db/auth".into()),
+            max_connections: None,
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("app:***@db"),
+            "{shown}"
+        );
     }
 
     #[test]

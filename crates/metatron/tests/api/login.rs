@@ -190,6 +190,46 @@ async fn throttling_locks_an_account_with_retry_after() {
     // Another account is not affected.
     let (status, _) = app.login_as(ADMIN, None).await;
     assert_eq!(status, StatusCode::OK);
+    // The refused attempt is audited, without extending the lockout.
+    let root = app.token(crate::common::SUPERADMIN).await;
+    let mut throttled = false;
+    for _ in 0..50 {
+        let (_, page) = app
+            .call(
+                Method::GET,
+                "/api/cdx/audit?action=auth.login.failed&limit=500",
+                Some(&root),
+                None,
+            )
+            .await;
+        throttled = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|e| e["detail"]["reason"] == "throttled");
+        if throttled {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(throttled, "a throttled attempt leaves an audit entry");
+    let (failures,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM login_attempts WHERE succeeded = 0")
+            .fetch_one(
+                app.app()
+                    .services
+                    .iter()
+                    .find(|s| s.info.name == "auth")
+                    .expect("auth")
+                    .db
+                    .reader(),
+            )
+            .await
+            .expect("count");
+    assert_eq!(
+        failures, 5,
+        "only real password checks count towards the lockout"
+    );
 }
 
 #[tokio::test]
