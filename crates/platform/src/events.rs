@@ -246,6 +246,8 @@ impl Outbox {
             if rows.is_empty() {
                 return Ok(delivered);
             }
+            let mut done: Vec<String> = Vec::with_capacity(rows.len());
+            let mut failure = None;
             for row in &rows {
                 let id: String = row.try_get("id")?;
                 let envelope: String = row.try_get("envelope")?;
@@ -258,20 +260,38 @@ impl Outbox {
                         Ok(())
                     }
                 };
-                if let Err(e) = outcome {
-                    sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE id = $1")
-                        .bind(&id)
-                        .execute(&mut *self.db.begin().await?)
-                        .await?;
-                    return Err(e);
+                match outcome {
+                    Ok(()) => done.push(id),
+                    Err(e) => {
+                        failure = Some((id, e));
+                        break;
+                    }
                 }
-                let mut tx = self.db.begin().await?;
-                sqlx::query("DELETE FROM outbox WHERE id = $1")
-                    .bind(&id)
+            }
+            // One statement removes everything this pass delivered.
+            let mut tx = self.db.begin().await?;
+            if !done.is_empty() {
+                let placeholders: Vec<String> = (1..=done.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "DELETE FROM outbox WHERE id IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut delete = sqlx::query(&sql);
+                for id in &done {
+                    delete = delete.bind(id);
+                }
+                delete.execute(&mut *tx).await?;
+            }
+            if let Some((id, _)) = &failure {
+                sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE id = $1")
+                    .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
-                delivered += 1;
+            }
+            tx.commit().await?;
+            delivered += done.len();
+            if let Some((_, e)) = failure {
+                return Err(e);
             }
         }
     }
