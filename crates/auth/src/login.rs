@@ -301,9 +301,9 @@ impl Auth {
     ) -> Result<Result<Subject, Failure>, ApiError> {
         let email = Email::parse(email)?;
         let hashing = &self.0.hashing;
-        let tenant_id = match tenant.map(str::trim).filter(|t| !t.is_empty()) {
+        let named = match tenant.map(str::trim).filter(|t| !t.is_empty()) {
             Some(key) => match self.tenants().resolve(key).await? {
-                Some(t) => Some(t.id),
+                Some(t) => Some(t),
                 None => {
                     hashing
                         .verify(password, None)
@@ -318,9 +318,13 @@ impl Auth {
             None => None,
         };
         // Bounded so that a pathological address cannot make one request hash many times.
-        let candidates =
-            store::login_candidates(self.0.db.reader(), email.as_str(), tenant_id.as_deref(), 10)
-                .await?;
+        let candidates = store::login_candidates(
+            self.0.db.reader(),
+            email.as_str(),
+            named.as_ref().map(|t| t.id.as_str()),
+            10,
+        )
+        .await?;
         if candidates.is_empty() {
             hashing
                 .verify(password, None)
@@ -363,7 +367,10 @@ impl Auth {
                 ),
             )));
         }
-        let tenant = self.tenants().resolve(&user.tenant_id).await?;
+        let tenant = match named {
+            Some(t) => Some(t),
+            None => self.tenants().resolve(&user.tenant_id).await?,
+        };
         let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Active) else {
             return Ok(Err(Failure::Rejected(
                 "tenant_suspended",

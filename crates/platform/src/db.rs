@@ -316,6 +316,11 @@ impl Db {
         &self.reader
     }
 
+    /// The handle for a single-statement write (autocommit; no transaction needed).
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         self.writer.begin().await

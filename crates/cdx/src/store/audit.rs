@@ -16,7 +16,7 @@ use crate::model::{ActionFilter, AuditActor, AuditEntry};
 pub async fn insert_audit(db: &Db, event: &Event) -> Result<(), sqlx::Error> {
     let detail = serde_json::to_string(&event.data)
         .map_err(|e| sqlx::Error::Protocol(format!("event data encoding: {e}")))?;
-    let mut tx = db.begin().await?;
+    // One statement: autocommit is its transaction.
     sqlx::query(&format!(
         "INSERT INTO audit_log ({AUDIT_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
@@ -32,9 +32,9 @@ pub async fn insert_audit(db: &Db, event: &Event) -> Result<(), sqlx::Error> {
     .bind(event.actor.request_id.clone())
     .bind(event.actor.ip.clone())
     .bind(detail)
-    .execute(&mut *tx)
+    .execute(db.writer())
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Filters of the audit log.
