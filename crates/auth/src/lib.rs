@@ -10,6 +10,7 @@ pub mod keys;
 mod login;
 pub mod model;
 pub mod store;
+mod throttle;
 mod users;
 
 use std::sync::Arc;
