@@ -345,18 +345,8 @@ impl Auth {
             revoked_at: None,
         };
         let refresh_token = new_refresh_token();
-        let (access_token, _) = self
-            .0
-            .keys
-            .signer()?
-            .issue(
-                &principal.id,
-                principal.tenant_id.as_deref(),
-                principal.role.as_str(),
-                &session.id,
-                self.0.config.access_token_ttl_secs,
-            )
-            .map_err(|e| ApiError::internal("signing a token", e))?;
+        let response = self.token_response(principal, &session.id, refresh_token)?;
+        let principal = &response.user;
         let actor = Actor {
             id: Some(principal.id.clone()),
             role: principal.role.as_str().into(),
@@ -382,7 +372,7 @@ impl Auth {
             )
             .await?;
         }
-        store::insert_session(&mut tx, &session, &hash_refresh(&refresh_token)).await?;
+        store::insert_session(&mut tx, &session, &hash_refresh(&response.refresh_token)).await?;
         store::insert_attempt(
             &mut tx,
             account_key,
@@ -395,13 +385,7 @@ impl Auth {
         record(&mut tx, &event).await?;
         tx.commit().await?;
         self.0.outbox.notify();
-        Ok(TokenResponse {
-            access_token,
-            refresh_token,
-            token_type: "Bearer",
-            expires_in: self.0.config.access_token_ttl_secs,
-            user: principal,
-        })
+        Ok(response)
     }
 
     /// Exchanges a refresh token for a new pair; reuse of a rotated token revokes the session.
@@ -459,6 +443,20 @@ impl Auth {
         let next = new_refresh_token();
         store::insert_refresh(&mut tx, &session.id, &hash_refresh(&next), now).await?;
         store::touch_session(&mut tx, &session.id, now).await?;
+        let response = self.token_response(principal, &session.id, next)?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    /// Signs an access token for `principal` in session `sid` and pairs it with the session's
+    /// new refresh token.
+    fn token_response(
+        &self,
+        principal: Principal,
+        sid: &str,
+        refresh_token: String,
+    ) -> Result<TokenResponse, ApiError> {
+        let ttl = self.0.config.access_token_ttl_secs;
         let (access_token, _) = self
             .0
             .keys
@@ -467,16 +465,15 @@ impl Auth {
                 &principal.id,
                 principal.tenant_id.as_deref(),
                 principal.role.as_str(),
-                &session.id,
-                self.0.config.access_token_ttl_secs,
+                sid,
+                ttl,
             )
             .map_err(|e| ApiError::internal("signing a token", e))?;
-        tx.commit().await?;
         Ok(TokenResponse {
             access_token,
-            refresh_token: next,
+            refresh_token,
             token_type: "Bearer",
-            expires_in: self.0.config.access_token_ttl_secs,
+            expires_in: ttl,
             user: principal,
         })
     }
