@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "failure_index",
         sql: include_str!("../migrations/0101_failure_index.sql"),
     },
+    MigrationFile {
+        version: 102,
+        name: "account_failure_index",
+        sql: include_str!("../migrations/0102_account_failure_index.sql"),
+    },
 ];
 
 /// The auth service.

@@ -463,49 +463,49 @@ pub async fn insert_attempt(
     Ok(())
 }
 
-/// Failures of an account since its last success (newest first, within the window):
-/// how many, and when the latest was.
-pub async fn account_failures<'c, E: Executor<'c, Database = Any>>(
+/// Recent failed logins of one account and of one IP address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Failures {
+    /// The account's failures since its last success (within the window).
+    pub account: i64,
+    /// When the account's latest failure was.
+    pub account_latest: Option<Timestamp>,
+    /// The IP address's failures within the window.
+    pub ip: i64,
+    /// When the IP address's latest failure was.
+    pub ip_latest: Option<Timestamp>,
+}
+
+/// Counts recent failures of `account_key` and of `ip` since `since`, in one statement (it
+/// runs on every login).
+pub async fn failures<'c, E: Executor<'c, Database = Any>>(
     exec: E,
     account_key: &str,
+    ip: Option<&str>,
     since: Timestamp,
-) -> Result<(i64, Option<Timestamp>), sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT succeeded, at FROM login_attempts WHERE account_key = $1 AND at >= $2 ORDER BY at DESC LIMIT 64",
+) -> Result<Failures, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT \
+         (SELECT COUNT(*) FROM login_attempts WHERE account_key = $1 AND succeeded = 0 AND at >= $2 \
+            AND at > COALESCE((SELECT MAX(at) FROM login_attempts WHERE account_key = $1 AND succeeded = 1), 0)) \
+            AS account_n, \
+         (SELECT MAX(at) FROM login_attempts WHERE account_key = $1 AND succeeded = 0 AND at >= $2) AS account_latest, \
+         (SELECT COUNT(*) FROM login_attempts WHERE ip = $3 AND succeeded = 0 AND at >= $2) AS ip_n, \
+         (SELECT MAX(at) FROM login_attempts WHERE ip = $3 AND succeeded = 0 AND at >= $2) AS ip_latest",
     )
     .bind(account_key)
     .bind(since.millis())
-    .fetch_all(exec)
-    .await?;
-    let mut failures = 0;
-    let mut latest = None;
-    for r in &rows {
-        if r.try_get::<i64, _>("succeeded")? == 1 {
-            break;
-        }
-        failures += 1;
-        latest = latest.or(Some(Timestamp(r.try_get("at")?)));
-    }
-    Ok((failures, latest))
-}
-
-/// Failures from an IP address within the window: how many, and when the latest was.
-pub async fn ip_failures<'c, E: Executor<'c, Database = Any>>(
-    exec: E,
-    ip: &str,
-    since: Timestamp,
-) -> Result<(i64, Option<Timestamp>), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n, MAX(at) AS latest FROM login_attempts WHERE ip = $1 AND at >= $2 AND succeeded = 0",
-    )
     .bind(ip)
-    .bind(since.millis())
     .fetch_one(exec)
     .await?;
-    Ok((
-        row.try_get("n")?,
-        row.try_get::<Option<i64>, _>("latest")?.map(Timestamp),
-    ))
+    Ok(Failures {
+        account: row.try_get("account_n")?,
+        account_latest: row
+            .try_get::<Option<i64>, _>("account_latest")?
+            .map(Timestamp),
+        ip: row.try_get("ip_n")?,
+        ip_latest: row.try_get::<Option<i64>, _>("ip_latest")?.map(Timestamp),
+    })
 }
 
 /// Deletes attempts older than `before` and sessions expired before it.

@@ -77,13 +77,12 @@ impl Auth {
             let remaining_ms = latest.plus_secs(secs).millis() - now.millis();
             (remaining_ms > 0).then(|| (remaining_ms + 999) / 1000)
         };
-        let (failures, latest) =
-            store::account_failures(self.0.db.reader(), account_key, since).await?;
-        let mut wait = lockout(failures, t.account_failures, latest);
-        if let Some(ip) = ip {
-            let (failures, latest) = store::ip_failures(self.0.db.reader(), ip, since).await?;
-            wait = wait.max(lockout(failures, t.ip_failures, latest));
-        }
+        let seen = store::failures(self.0.db.reader(), account_key, ip, since).await?;
+        let wait = lockout(seen.account, t.account_failures, seen.account_latest).max(lockout(
+            seen.ip,
+            t.ip_failures,
+            seen.ip_latest,
+        ));
         match wait {
             Some(secs) => Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -268,8 +268,12 @@ impl Outbox {
                     }
                 }
             }
-            // One statement removes everything this pass delivered.
-            let mut tx = self.db.begin().await?;
+            // One statement removes everything this pass delivered; a failure also counts
+            // the attempt, atomically with that removal.
+            let mut tx = match failure {
+                Some(_) => Some(self.db.begin().await?),
+                None => None,
+            };
             if !done.is_empty() {
                 let placeholders: Vec<String> = (1..=done.len()).map(|i| format!("${i}")).collect();
                 let sql = format!(
@@ -280,15 +284,18 @@ impl Outbox {
                 for id in &done {
                     delete = delete.bind(id);
                 }
-                delete.execute(&mut *tx).await?;
+                match tx.as_mut() {
+                    Some(tx) => delete.execute(&mut **tx).await?,
+                    None => delete.execute(self.db.writer()).await?,
+                };
             }
-            if let Some((id, _)) = &failure {
+            if let (Some((id, _)), Some(mut tx)) = (&failure, tx) {
                 sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
             }
-            tx.commit().await?;
             delivered += done.len();
             if let Some((_, e)) = failure {
                 return Err(e);

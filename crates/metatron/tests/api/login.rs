@@ -259,3 +259,30 @@ async fn hashes_are_upgraded_when_parameters_change() {
     let (status, _) = app.login_as(USER, None).await;
     assert_eq!(status, StatusCode::OK, "the new hash verifies");
 }
+
+#[tokio::test]
+async fn a_successful_login_resets_the_account_failures() {
+    let app = TestApp::spawn().await;
+    for round in 0..2 {
+        for _ in 0..4 {
+            assert_eq!(
+                app.login_as((USER.0, "wrong-pass"), None).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        let (status, body) = app.login_as(USER, None).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "round {round}: four failures do not lock: {body}"
+        );
+    }
+    for _ in 0..5 {
+        app.login_as((USER.0, "wrong-pass"), None).await;
+    }
+    assert_eq!(
+        app.login_as(USER, None).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "five in a row do"
+    );
+}

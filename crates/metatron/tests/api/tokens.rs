@@ -53,10 +53,12 @@ async fn forged_tampered_unsigned_and_foreign_tokens_are_refused() {
 
 #[tokio::test]
 async fn expired_tokens_are_refused() {
-    let app = TestApp::spawn_with(|s| s.auth.access_token_ttl_secs = 1).await;
+    // `exp` has whole-second resolution: a 3 s lifetime leaves at least 2 s for the first
+    // check, and 3.2 s later the token is past its expiry whatever the rounding.
+    let app = TestApp::spawn_with(|s| s.auth.access_token_ttl_secs = 3).await;
     let token = app.token(USER).await;
     assert_eq!(me_status(&app, &token).await, StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     let (status, body) = app
         .call(Method::GET, "/api/auth/me", Some(&token), None)
         .await;
