@@ -223,48 +223,30 @@ impl Auth {
     ) -> Result<Result<Subject, Failure>, ApiError> {
         let email = Email::parse(email)?;
         let hashing = &self.0.hashing;
-        let named = match tenant.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(key) => match self.tenants().resolve(key).await? {
-                Some(t) => Some(t),
-                None => {
-                    hashing
-                        .verify(password, None)
-                        .await
-                        .map_err(|e| ApiError::internal("hashing", e))?;
-                    return Ok(Err(Failure::Rejected(
-                        "unknown_tenant",
-                        invalid_credentials(),
-                    )));
-                }
-            },
-            None => None,
-        };
+        let named = tenant.map(str::trim).filter(|t| !t.is_empty());
         // Bounded so that a pathological address cannot make one request hash many times.
-        let candidates = store::login_candidates(
-            self.0.db.reader(),
-            email.as_str(),
-            named.as_ref().map(|t| t.id.as_str()),
-            10,
-        )
-        .await?;
+        let candidates =
+            store::login_candidates(self.0.db.reader(), email.as_str(), named, 10).await?;
         if candidates.is_empty() {
             hashing
                 .verify(password, None)
                 .await
                 .map_err(|e| ApiError::internal("hashing", e))?;
-            return Ok(Err(Failure::Rejected(
-                "unknown_user",
-                invalid_credentials(),
-            )));
+            // Only the audit tells the two apart; the caller gets the same answer.
+            let reason = match named {
+                Some(key) if self.tenants().resolve(key).await?.is_none() => "unknown_tenant",
+                _ => "unknown_user",
+            };
+            return Ok(Err(Failure::Rejected(reason, invalid_credentials())));
         }
         let mut matched = Vec::new();
-        for user in candidates {
+        for (user, tenant) in candidates {
             let verified = hashing
                 .verify(password, Some(&user.password_hash))
                 .await
                 .map_err(|e| ApiError::internal("hashing", e))?;
             if verified.ok() {
-                matched.push((user, verified));
+                matched.push((user, tenant, verified));
             }
         }
         if matched.len() > 1 {
@@ -273,7 +255,7 @@ impl Auth {
                 "this email belongs to several tenants; name the tenant (slug) in the `tenant` field",
             ));
         }
-        let Some((user, verified)) = matched.pop() else {
+        let Some((user, tenant, verified)) = matched.pop() else {
             return Ok(Err(Failure::Rejected(
                 "bad_credentials",
                 invalid_credentials(),
@@ -289,11 +271,7 @@ impl Auth {
                 ),
             )));
         }
-        let tenant = match named {
-            Some(t) => Some(t),
-            None => self.tenants().resolve(&user.tenant_id).await?,
-        };
-        let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Active) else {
+        if tenant.status != TenantStatus::Active {
             return Ok(Err(Failure::Rejected(
                 "tenant_suspended",
                 ApiError::new(
@@ -302,7 +280,7 @@ impl Auth {
                     "this tenant is suspended",
                 ),
             )));
-        };
+        }
         let rehash = match verified {
             Verified::YesRehashed(hash) => Some((user.clone(), hash)),
             _ => None,

@@ -3,6 +3,7 @@
 
 use platform::caller::TenantScope;
 use platform::ids::Timestamp;
+use platform::tenants::{TenantRef, TenantStatus};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 
@@ -103,36 +104,40 @@ pub async fn user_by_email<'c, E: Executor<'c, Database = Any>>(
     .transpose()
 }
 
-/// Users with this email in any tenant, or in `tenant_id` only (login, before
-/// authentication). At most `limit` rows.
+/// Users with this email, each with their tenant as the replica knows it; in any tenant,
+/// or only in the tenant named by `tenant` (slug or id). Runs before authentication, so it
+/// is the one unscoped user lookup. At most `limit` rows.
 pub async fn login_candidates<'c, E: Executor<'c, Database = Any>>(
     exec: E,
     email: &str,
-    tenant_id: Option<&str>,
+    tenant: Option<&str>,
     limit: i64,
-) -> Result<Vec<UserRow>, sqlx::Error> {
-    let rows = match tenant_id {
-        Some(t) => {
-            sqlx::query(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND tenant_id = $2 LIMIT $3"
-            ))
-            .bind(email)
-            .bind(t)
-            .bind(limit)
-            .fetch_all(exec)
-            .await?
-        }
-        None => {
-            sqlx::query(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE email = $1 ORDER BY tenant_id LIMIT $2"
-            ))
-            .bind(email)
-            .bind(limit)
-            .fetch_all(exec)
-            .await?
-        }
-    };
-    rows.iter().map(user_from_row).collect()
+) -> Result<Vec<(UserRow, TenantRef)>, sqlx::Error> {
+    let columns: Vec<String> = USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect();
+    let rows = sqlx::query(&format!(
+        "SELECT {}, t.slug AS tenant_slug, t.status AS tenant_status \
+         FROM users u JOIN tenant_replica t ON t.id = u.tenant_id \
+         WHERE u.email = $1 AND ($2 IS NULL OR t.slug = $2 OR t.id = $2) \
+         ORDER BY u.tenant_id LIMIT $3",
+        columns.join(", ")
+    ))
+    .bind(email)
+    .bind(tenant)
+    .bind(limit)
+    .fetch_all(exec)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let user = user_from_row(r)?;
+            let tenant = TenantRef {
+                id: user.tenant_id.clone(),
+                slug: r.try_get("tenant_slug")?,
+                status: TenantStatus::parse(&r.try_get::<String, _>("tenant_status")?)
+                    .unwrap_or(TenantStatus::Suspended),
+            };
+            Ok((user, tenant))
+        })
+        .collect()
 }
 
 /// Filters of the user list.
