@@ -18,9 +18,10 @@ use sqlx::AnyConnection;
 use axum::http::StatusCode;
 
 use crate::events::{LOGIN_SUCCEEDED, SESSION_REVOKED};
-use crate::model::{Email, UserStatus, MAX_PASSWORD_BYTES};
+use crate::model::{Email, UserStatus};
 use crate::store::{self, Revoke, SessionRow, UserRow};
 use crate::Auth;
+use platform::password::MAX_PASSWORD_BYTES;
 
 /// `POST /api/auth/login` body.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -2,7 +2,7 @@
 
 use platform::caller::Role;
 use platform::ApiError;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// A normalised (trimmed, lowercased) email address.
@@ -37,31 +37,14 @@ impl Email {
     }
 }
 
-/// Longest password accepted, in bytes (bounds hashing work per request).
-pub const MAX_PASSWORD_BYTES: usize = 1024;
-/// Shortest password accepted for new passwords.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-
 /// A new password that meets the policy.
 #[derive(Debug, Clone)]
 pub struct NewPassword(SecretString);
 
 impl NewPassword {
-    /// Checks the policy: 8 characters or more, at most 1 KiB.
+    /// Checks the platform's password policy ([`platform::password::check_policy`]).
     pub fn parse(field: &str, raw: &SecretString) -> Result<NewPassword, ApiError> {
-        let text = raw.expose_secret();
-        if text.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(ApiError::validation(
-                field,
-                format!("must have at least {MIN_PASSWORD_CHARS} characters"),
-            ));
-        }
-        if text.len() > MAX_PASSWORD_BYTES {
-            return Err(ApiError::validation(
-                field,
-                format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
-            ));
-        }
+        platform::password::check_policy(field, raw)?;
         Ok(NewPassword(raw.clone()))
     }
 

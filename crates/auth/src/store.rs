@@ -2,6 +2,7 @@
 //! unscoped user lookup is [`login_candidates`], which runs before anyone is authenticated.
 
 use platform::caller::TenantScope;
+use platform::db::contains_pattern;
 use platform::ids::Timestamp;
 use platform::tenants::{TenantRef, TenantStatus};
 use sqlx::any::AnyRow;
@@ -159,7 +160,7 @@ pub async fn list_users<'c, E: Executor<'c, Database = Any>>(
 ) -> Result<Vec<UserRow>, sqlx::Error> {
     // Optional filters are written as `($n IS NULL OR col = $n)` so that one statement
     // serves every combination on both backends.
-    let pattern = filter.q.as_ref().map(|q| format!("%{}%", escape_like(q)));
+    let pattern = filter.q.as_deref().map(contains_pattern);
     let rows = sqlx::query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 \
          AND ($2 IS NULL OR role = $2) AND ($3 IS NULL OR status = $3) \
@@ -175,12 +176,6 @@ pub async fn list_users<'c, E: Executor<'c, Database = Any>>(
     .fetch_all(exec)
     .await?;
     rows.iter().map(user_from_row).collect()
-}
-
-fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 /// Writes the changed fields of `user` if its stored version is still `user.version - 1`.

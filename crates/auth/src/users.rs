@@ -119,13 +119,10 @@ pub(crate) async fn create(
     let mut tx = auth.0.db.begin().await?;
     store::insert_user(&mut tx, scope, &user)
         .await
-        .map_err(|e| match ApiError::from(e) {
-            e if e.code == "already_exists" => ApiError::conflict(
-                "email_taken",
-                "a user with this email already exists in the tenant",
-            ),
-            e => e,
-        })?;
+        .map_err(platform::error::on_unique(
+            "email_taken",
+            "a user with this email already exists in the tenant",
+        ))?;
     record(&mut tx, &event).await?;
     tx.commit().await?;
     auth.0.outbox.notify();

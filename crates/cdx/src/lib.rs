@@ -31,7 +31,8 @@ use platform::ApiError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{check_password, Slug, Username, MAX_PASSWORD_BYTES};
+use crate::model::{Slug, Username};
+use platform::password::{check_policy, MAX_PASSWORD_BYTES};
 
 /// CDX's migrations (versions from 100; the kernel's own come first).
 pub const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
@@ -150,7 +151,7 @@ impl Cdx {
         actor: &Actor,
     ) -> Result<AdminIdentity, ApiError> {
         let username = Username::parse(username)?;
-        check_password(password)?;
+        check_policy("password", password)?;
         if store::admin_exists(self.0.db.reader(), username.as_str()).await? {
             return Err(ApiError::conflict(
                 "username_taken",
@@ -289,7 +290,7 @@ impl AdminDirectory for Cdx {
         if !verified.ok() {
             return Ok(false);
         }
-        check_password(new)?;
+        check_policy("new_password", new)?;
         let hash = self.hash(new).await?;
         store::set_admin_password_hash(&self.0.db, &admin.id, &hash, Some(actor)).await?;
         self.announce();

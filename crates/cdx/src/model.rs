@@ -3,7 +3,6 @@
 use platform::ids::{is_uuid, Timestamp};
 use platform::tenants::TenantStatus;
 use platform::ApiError;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -34,10 +33,6 @@ impl From<Invalid> for ApiError {
 
 /// Longest client or tenant name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
-/// Shortest password [`check_password`] accepts, in characters.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest password, in bytes: hashing cost must not depend on what a caller sends.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// A tenant's URL-safe short name: 2..=63 characters of `[a-z0-9-]`, starting with a letter
 /// or digit and not ending with `-`.
@@ -134,24 +129,6 @@ impl Username {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// Checks a new password against the policy: at least 8 characters, at most 1024 bytes.
-pub fn check_password(password: &SecretString) -> Result<(), Invalid> {
-    let text = password.expose_secret();
-    if text.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(Invalid::new(
-            "password",
-            format!("must be at least {MIN_PASSWORD_CHARS} characters long"),
-        ));
-    }
-    if text.len() > MAX_PASSWORD_BYTES {
-        return Err(Invalid::new(
-            "password",
-            format!("must be at most {MAX_PASSWORD_BYTES} bytes long"),
-        ));
-    }
-    Ok(())
 }
 
 /// Which event types an audit query asks for: one exact type, or every type under a prefix
@@ -342,14 +319,6 @@ mod tests {
         ] {
             assert_eq!(Username::parse(bad).expect_err(bad).field, "username");
         }
-    }
-
-    #[test]
-    fn password_policy() {
-        assert!(check_password(&SecretString::from("12345678")).is_ok());
-        assert!(check_password(&SecretString::from("1234567")).is_err());
-        assert!(check_password(&SecretString::from("x".repeat(MAX_PASSWORD_BYTES))).is_ok());
-        assert!(check_password(&SecretString::from("x".repeat(MAX_PASSWORD_BYTES + 1))).is_err());
     }
 
     #[test]

@@ -97,6 +97,23 @@ pub fn database_url(service: &str, settings: &DatabaseSettings, data_dir: &Path)
     }
 }
 
+/// Escapes `\\`, `%` and `_` so that text matches itself in `LIKE ... ESCAPE '\\'`.
+pub fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A case-insensitive "contains" pattern for `LOWER(column) LIKE $n ESCAPE '\\'`.
+pub fn contains_pattern(q: &str) -> String {
+    format!("%{}%", escape_like(&q.to_lowercase()))
+}
+
 /// The URL with any password replaced by `***`, for logs and `inspect`.
 pub fn mask_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -427,6 +444,12 @@ mod tests {
         );
         assert_eq!(mask_url("postgres://app@db/auth"), "postgres://app@db/auth");
         assert_eq!(mask_url("sqlite://data/auth.db"), "sqlite://data/auth.db");
+    }
+
+    #[test]
+    fn like_patterns_take_wildcards_literally() {
+        assert_eq!(contains_pattern("50%_A\\"), "%50\\%\\_a\\\\%");
+        assert_eq!(escape_like("auth.login."), "auth.login.");
     }
 
     #[test]

@@ -115,6 +115,20 @@ impl ApiError {
     }
 }
 
+/// Maps a unique-constraint violation to 409 `code` with `message`, and any other database
+/// error as `From<sqlx::Error>` does; for `map_err` on an insert or update.
+pub fn on_unique(
+    code: &'static str,
+    message: &'static str,
+) -> impl FnOnce(sqlx::Error) -> ApiError {
+    move |err| match &err {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            ApiError::conflict(code, message)
+        }
+        _ => ApiError::from(err),
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

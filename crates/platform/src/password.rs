@@ -64,6 +64,29 @@ impl Verified {
     }
 }
 
+/// Shortest password accepted when one is set, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password accepted, in bytes: the hashing work a request can ask for is bounded.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Checks a new password given in input field `field` against the policy (422 naming it).
+pub fn check_policy(field: &str, password: &SecretString) -> Result<(), crate::ApiError> {
+    let text = password.expose_secret();
+    if text.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(crate::ApiError::validation(
+            field,
+            format!("must have at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if text.len() > MAX_PASSWORD_BYTES {
+        return Err(crate::ApiError::validation(
+            field,
+            format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// A hashing worker keeps its argon2 memory while work keeps coming, and frees it after
 /// this long without work, so an idle server holds none of it.
 const IDLE_RELEASE: Duration = Duration::from_millis(500);
@@ -363,6 +386,24 @@ mod tests {
             }
             other => panic!("expected a rehash, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn password_policy() {
+        let check = |p: String| check_policy("password", &SecretString::from(p));
+        assert!(check("12345678".into()).is_ok());
+        assert!(check("1234567".into()).is_err());
+        assert!(check("short".into()).is_err());
+        assert!(check("long enough".into()).is_ok());
+        assert!(check("x".repeat(MAX_PASSWORD_BYTES)).is_ok());
+        assert!(check("x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+        assert_eq!(
+            check("1".into())
+                .expect_err("short")
+                .details
+                .expect("details")["field"],
+            "password"
+        );
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@ use platform::ApiResult;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
-use super::{escape_like, Arg, Conditions, AUDIT_COLUMNS};
+use platform::db::escape_like;
+
+use super::{Arg, Conditions, AUDIT_COLUMNS};
 use crate::model::{ActionFilter, AuditActor, AuditEntry};
 
 // Audit log

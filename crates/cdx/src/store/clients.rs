@@ -1,15 +1,15 @@
 //! Clients.
 
+use platform::db::contains_pattern;
 use platform::db::Db;
+use platform::error::on_unique;
 use platform::events::{record, Actor};
 use platform::ids::{is_uuid, new_id, Timestamp};
 use platform::{ApiError, ApiResult};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
-use super::{
-    check_version, contains_pattern, lost_race, on_unique, Arg, Conditions, CLIENT_COLUMNS,
-};
+use super::{check_version, lost_race, Arg, Conditions, CLIENT_COLUMNS};
 use crate::events::{self, CLIENT_FIELDS};
 use crate::model::Client;
 

@@ -16,7 +16,6 @@ pub use tenants::*;
 
 use platform::{ApiError, ApiResult};
 use sqlx::any::AnyArguments;
-use sqlx::error::ErrorKind;
 use sqlx::query::Query;
 use sqlx::Any;
 
@@ -68,33 +67,6 @@ impl Conditions {
     }
 }
 
-/// A case-insensitive "contains" pattern for `LOWER(col) LIKE $n ESCAPE '\'`, with the
-/// caller's own wildcards taken literally.
-fn contains_pattern(q: &str) -> String {
-    format!("%{}%", escape_like(&q.to_lowercase()))
-}
-
-fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Maps a unique violation to a specific 409; anything else the kernel's way.
-fn on_unique(code: &'static str, message: &'static str) -> impl FnOnce(sqlx::Error) -> ApiError {
-    move |err| match &err {
-        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
-            ApiError::conflict(code, message)
-        }
-        _ => ApiError::from(err),
-    }
-}
-
 fn check_version(expected: Option<i64>, current: i64) -> ApiResult<()> {
     match expected {
         Some(v) if v != current => Err(ApiError::stale(current)),
@@ -113,12 +85,6 @@ fn lost_race(current: Option<i64>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn like_patterns_take_wildcards_literally() {
-        assert_eq!(contains_pattern("50%_A\\"), "%50\\%\\_a\\\\%");
-        assert_eq!(escape_like("auth.login."), "auth.login.");
-    }
 
     #[test]
     fn conditions_number_placeholders_in_order() {

@@ -1,6 +1,8 @@
 //! Tenants.
 
+use platform::db::contains_pattern;
 use platform::db::Db;
+use platform::error::on_unique;
 use platform::events::{record, Actor};
 use platform::ids::{is_uuid, new_id, Timestamp};
 use platform::tenants::TenantStatus;
@@ -9,10 +11,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row};
 
-use super::{
-    check_version, client_by_id, contains_pattern, lost_race, on_unique, Arg, Conditions,
-    TENANT_COLUMNS,
-};
+use super::{check_version, client_by_id, lost_race, Arg, Conditions, TENANT_COLUMNS};
 use crate::events::{self, TENANT_FIELDS};
 use crate::model::{Slug, Tenant};
 
