@@ -12,9 +12,8 @@ use crate::login::revoke_in;
 use crate::store::Revoke;
 use crate::Auth;
 
-pub const USER_CREATED: &str = "auth.user.created";
+pub use platform::events::{USER_CREATED, USER_DELETED};
 pub const USER_UPDATED: &str = "auth.user.updated";
-pub const USER_DELETED: &str = "auth.user.deleted";
 pub const LOGIN_SUCCEEDED: &str = "auth.login.succeeded";
 pub const LOGIN_FAILED: &str = "auth.login.failed";
 pub const SESSION_REVOKED: &str = "auth.session.revoked";

@@ -144,6 +144,16 @@ impl FromRef<Auth> for AuthContext {
 }
 
 impl Auth {
+    /// Delivers the committed events now, so that the other services know a user that was
+    /// just created or deleted (e.g. as a CRM owner) when the request returns. A failed
+    /// delivery is retried by the relay; the change itself is committed.
+    pub(crate) async fn announce_now(&self) {
+        self.0.outbox.notify();
+        if let Err(e) = self.0.outbox.flush().await {
+            tracing::warn!(error = %e, "delivering user events failed; the relay will retry");
+        }
+    }
+
     /// Builds the service on its (migrated) database: loads or creates the signing keys and
     /// restores the revocation list of sessions whose access tokens may still be alive.
     pub async fn new(

@@ -5,37 +5,7 @@ use platform::ApiError;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// A normalised (trimmed, lowercased) email address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email(String);
-
-impl Email {
-    /// Parses an address: one `@`, a non-empty local part, a dotted domain, at most 254
-    /// characters, no whitespace.
-    pub fn parse(raw: &str) -> Result<Email, ApiError> {
-        let email = raw.trim().to_lowercase();
-        let invalid =
-            || ApiError::validation("email", "must be an email address like name@example.com");
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid());
-        }
-        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-        if local.is_empty()
-            || domain.contains('@')
-            || !domain.contains('.')
-            || domain.starts_with('.')
-            || domain.ends_with('.')
-        {
-            return Err(invalid());
-        }
-        Ok(Email(email))
-    }
-
-    /// The normalised text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use platform::validate::Email;
 
 /// A new password that meets the policy.
 #[derive(Debug, Clone)]
@@ -125,46 +95,15 @@ impl UserStatus {
 
 /// A display name: trimmed, 1..=200 characters, or absent.
 pub fn parse_name(raw: Option<&str>) -> Result<Option<String>, ApiError> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(n) if n.chars().count() > 200 => Err(ApiError::validation(
-            "name",
-            "must be at most 200 characters",
-        )),
-        Some(n) if n.chars().any(char::is_control) => Err(ApiError::validation(
-            "name",
-            "must not contain control characters",
-        )),
-        Some(n) => Ok(Some(n.to_string())),
-    }
+    Ok(raw
+        .map(|n| platform::validate::optional_text("name", n, 200))
+        .transpose()?
+        .flatten())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            Email::parse("  John.Doe@Demo.COM ")
-                .expect("valid")
-                .as_str(),
-            "john.doe@demo.com"
-        );
-        for bad in [
-            "",
-            "john",
-            "@demo.com",
-            "john@",
-            "john@demo",
-            "a b@demo.com",
-            "a@b@c.com",
-            "john@.com",
-        ] {
-            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
-        }
-        assert!(Email::parse(&format!("{}@demo.com", "a".repeat(250))).is_err());
-    }
 
     #[test]
     fn password_policy() {

@@ -125,7 +125,7 @@ pub(crate) async fn create(
         ))?;
     record(&mut tx, &event).await?;
     tx.commit().await?;
-    auth.0.outbox.notify();
+    auth.announce_now().await;
     Ok(user.into())
 }
 
@@ -316,7 +316,7 @@ impl Auth {
         )
         .await?;
         tx.commit().await?;
-        self.0.outbox.notify();
+        self.announce_now().await;
         self.forget_sessions(&revoked);
         Ok(())
     }
@@ -416,7 +416,7 @@ impl Auth {
         )
         .await?;
         tx.commit().await?;
-        self.0.outbox.notify();
+        self.announce_now().await;
         self.forget_sessions(&revoked);
         Ok(())
     }

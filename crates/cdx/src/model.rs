@@ -2,34 +2,10 @@
 
 use platform::ids::{is_uuid, Timestamp};
 use platform::tenants::TenantStatus;
-use platform::ApiError;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Input that breaks a domain rule; answered as 422 naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct Invalid {
-    /// The offending input field.
-    pub field: &'static str,
-    /// Why it was refused.
-    pub reason: String,
-}
-
-impl Invalid {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Invalid {
-            field,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<Invalid> for ApiError {
-    fn from(e: Invalid) -> Self {
-        ApiError::validation(e.field, e.reason)
-    }
-}
+pub use platform::validate::Invalid;
 
 /// Longest client or tenant name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -77,20 +53,7 @@ impl Slug {
 /// surrounding whitespace is dropped, the rest must be 1..=200 characters without control
 /// characters.
 pub fn parse_name(field: &'static str, s: &str) -> Result<String, Invalid> {
-    let name = s.trim();
-    if name.is_empty() {
-        return Err(Invalid::new(field, "must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Invalid::new(
-            field,
-            format!("must be at most {MAX_NAME_CHARS} characters long"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Invalid::new(field, "must not contain control characters"));
-    }
-    Ok(name.to_string())
+    platform::validate::text(field, s, MAX_NAME_CHARS)
 }
 
 /// A platform admin's login name, normalized to lowercase: 3..=64 characters of

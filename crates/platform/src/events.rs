@@ -91,6 +91,12 @@ impl Event {
     }
 }
 
+/// Auth's `auth.user.created`: a tenant user exists (`tenant_id`, `aggregate_id` = user id).
+/// Named here because other services (the CRM's owner replica) consume it.
+pub const USER_CREATED: &str = "auth.user.created";
+/// Auth's `auth.user.deleted`: the user is gone.
+pub const USER_DELETED: &str = "auth.user.deleted";
+
 /// Writes `event` to the outbox inside the caller's transaction.
 pub async fn record(conn: &mut AnyConnection, event: &Event) -> Result<(), sqlx::Error> {
     let envelope = serde_json::to_string(event)

@@ -16,9 +16,11 @@ pub mod ids;
 pub mod page;
 pub mod password;
 pub mod service;
+pub mod sql;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod token;
+pub mod validate;
 
 pub use error::{ApiError, ApiResult};

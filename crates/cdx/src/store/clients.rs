@@ -9,9 +9,10 @@ use platform::{ApiError, ApiResult};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
-use super::{check_version, lost_race, Arg, Conditions, CLIENT_COLUMNS};
+use super::{check_version, Arg, Conditions, CLIENT_COLUMNS};
 use crate::events::{self, CLIENT_FIELDS};
 use crate::model::Client;
+use platform::sql::lost_race;
 
 fn client_from_row(row: &AnyRow) -> Result<Client, sqlx::Error> {
     Ok(Client {
@@ -166,6 +167,7 @@ pub async fn update_client(
     if updated == 0 {
         return Err(lost_race(
             client_by_id(&mut *tx, id).await?.map(|c| c.version),
+            "client",
         ));
     }
     record(

@@ -11,9 +11,10 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row};
 
-use super::{check_version, client_by_id, lost_race, Arg, Conditions, TENANT_COLUMNS};
+use super::{check_version, client_by_id, Arg, Conditions, TENANT_COLUMNS};
 use crate::events::{self, TENANT_FIELDS};
 use crate::model::{Slug, Tenant};
+use platform::sql::lost_race;
 
 fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -223,6 +224,7 @@ pub async fn update_tenant(
             tenant_by_key(&mut *tx, &current.id)
                 .await?
                 .map(|t| t.version),
+            "tenant",
         ));
     }
     record(
