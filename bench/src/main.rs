@@ -3,11 +3,15 @@
 //! - `argon2`: the raw argon2id rate on this machine, the reference for login throughput.
 //! - `startup`: time from spawning `metatron serve` to `/ready` = 200 on fresh databases.
 //! - `idle-memory`: resident memory of an idle `metatron serve` after start.
-//! - `report`: the summary table, printed and written into BENCHMARKS.md.
+//! - `raw-read`, `raw-insert`: the CRM's customer read, list page and create run straight
+//!   against its database, the references of the CRM benchmarks.
+//! - `csv`: customer files for the CRM import benchmarks.
+//! - `report`: the summary tables, printed and written into BENCHMARKS.md.
 //!
 //! Every command prints one JSON object on standard output.
 
 mod argon;
+mod db;
 mod report;
 mod server;
 
@@ -31,7 +35,15 @@ enum Command {
     Startup(server::StartupArgs),
     /// Starts `metatron serve` on a new data directory and reads its idle RSS.
     IdleMemory(server::MemoryArgs),
-    /// Reads the results of a run, prints the summary table and rewrites BENCHMARKS.md.
+    /// Runs the CRM's customer read (or list page) against its database in a loop; prints
+    /// queries/s.
+    RawRead(db::ReadArgs),
+    /// Inserts one customer row per transaction into the CRM's database; prints
+    /// transactions/s.
+    RawInsert(db::InsertArgs),
+    /// Writes a CSV of customers with unique emails, for the import benchmarks.
+    Csv(db::CsvArgs),
+    /// Reads the results of a run, prints the summary tables and rewrites BENCHMARKS.md.
     Report(report::Args),
 }
 
@@ -45,6 +57,9 @@ fn main() -> anyhow::Result<()> {
         Command::Argon2(args) => print_json(&argon::run(&args)?),
         Command::Startup(args) => print_json(&server::startup(&args)?),
         Command::IdleMemory(args) => print_json(&server::idle_memory(&args)?),
+        Command::RawRead(args) => print_json(&db::read(&args)?),
+        Command::RawInsert(args) => print_json(&db::insert(&args)?),
+        Command::Csv(args) => print_json(&db::csv(&args)?),
         Command::Report(args) => report::run(&args),
     }
 }

@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn invalid_input_is_a_422_naming_the_field() {
-        let err: ApiError = Slug::parse("-").expect_err("invalid").into();
+        let err: platform::ApiError = Slug::parse("-").expect_err("invalid").into();
         assert_eq!(err.status.as_u16(), 422);
         assert_eq!(err.details.expect("details")["field"], "slug");
     }

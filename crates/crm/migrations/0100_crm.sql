@@ -41,6 +41,7 @@ CREATE TABLE companies (
 );
 CREATE INDEX companies_by_name ON companies (tenant_id, name_key, id);
 CREATE INDEX companies_by_updated ON companies (tenant_id, updated_at, id);
+CREATE INDEX companies_by_created ON companies (tenant_id, created_at, id);
 
 CREATE TABLE customers (
     tenant_id TEXT NOT NULL,
@@ -127,6 +128,8 @@ CREATE TABLE deals (
     PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX deals_by_stage ON deals (tenant_id, stage_id, id);
+-- The board: a pipeline's deals stage by stage, newest first (and its totals).
+CREATE INDEX deals_by_pipeline ON deals (tenant_id, pipeline_id, stage_id, created_at, id);
 CREATE INDEX deals_by_customer ON deals (tenant_id, customer_id, id);
 CREATE INDEX deals_by_company ON deals (tenant_id, company_id, id);
 CREATE INDEX deals_by_owner ON deals (tenant_id, owner_id, id);
@@ -148,7 +151,7 @@ CREATE TABLE stage_changes (
     occurred_at BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
-CREATE INDEX stage_changes_by_customer ON stage_changes (tenant_id, customer_id, id);
+CREATE INDEX stage_changes_by_customer ON stage_changes (tenant_id, customer_id, occurred_at, id);
 CREATE INDEX stage_changes_by_deal ON stage_changes (tenant_id, deal_id, id);
 
 -- Notes and activities: a text note, a call, a meeting or a task (due date, done flag),
@@ -169,7 +172,9 @@ CREATE TABLE notes (
     version BIGINT NOT NULL DEFAULT 1,
     PRIMARY KEY (tenant_id, id)
 );
-CREATE INDEX notes_by_customer ON notes (tenant_id, customer_id, id);
+CREATE INDEX notes_by_customer ON notes (tenant_id, customer_id, created_at, id);
+CREATE INDEX notes_by_created ON notes (tenant_id, created_at, id);
+CREATE INDEX notes_by_due ON notes (tenant_id, due_on, id);
 CREATE INDEX notes_by_company ON notes (tenant_id, company_id, id);
 CREATE INDEX notes_by_deal ON notes (tenant_id, deal_id, id);
 

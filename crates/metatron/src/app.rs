@@ -38,6 +38,8 @@ pub struct App {
     pub cdx: cdx::Cdx,
     /// The auth service.
     pub auth: auth::Auth,
+    /// The CRM.
+    pub crm: crm::Crm,
     /// Every service database, in start order.
     pub services: Vec<ServiceDb>,
 }
@@ -101,9 +103,18 @@ impl App {
         .await
         .map_err(|e| anyhow::anyhow!("starting auth: {e}"))?;
 
+        let crm_db = open_db(&settings, crm::SERVICE, &settings.crm.database).await?;
+        let crm_outbox = Outbox::new(crm_db.clone(), bus.clone());
+        let crm = crm::Crm::new(
+            crm_db.clone(),
+            crm_outbox.clone(),
+            context(&crm_db),
+            settings.crm.clone(),
+        );
+
         bus.subscribe(cdx.audit_consumer());
         bus.subscribe(Arc::new(TenantReplica::new(cdx_db.clone())));
-        for consumer in auth.consumers() {
+        for consumer in auth.consumers().into_iter().chain(crm.consumers()) {
             bus.subscribe(consumer);
         }
         let services = vec![
@@ -117,11 +128,17 @@ impl App {
                 db: auth_db,
                 outbox: auth_outbox,
             },
+            ServiceDb {
+                info: crm::SERVICE,
+                db: crm_db,
+                outbox: crm_outbox,
+            },
         ];
         Ok(App {
             settings: Arc::new(settings),
             cdx,
             auth,
+            crm,
             services,
         })
     }
@@ -196,6 +213,7 @@ impl App {
         let api = Router::new()
             .merge(self.cdx.router())
             .merge(self.auth.router())
+            .merge(self.crm.router())
             .merge(health);
         platform::http::edge(api, &self.settings.http)
     }
@@ -269,7 +287,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
                 .title("Metatron API")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
-                    "Multi-tenant platform: CDX master registry and auth. Errors are \
+                    "Multi-tenant platform: CDX master registry, auth and CRM. Errors are \
                      {\"error\": {\"code\", \"message\", \"details\"}}.",
                 ))
                 .build(),
@@ -277,6 +295,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .build();
     doc.merge(cdx::openapi());
     doc.merge(auth::openapi());
+    doc.merge(crm::openapi());
     doc
 }
 

@@ -22,7 +22,8 @@ async fn open(settings: Settings, demo: bool) -> anyhow::Result<App> {
 }
 
 /// Loads the demo data (idempotent): superadmin `test`, client "Demo Client", tenant `demo`
-/// with `john.doe@demo.com` (user) and `jane.smith@demo.com` (admin).
+/// with `john.doe@demo.com` (user) and `jane.smith@demo.com` (admin), and in it two CRM
+/// customers of one company with an open deal.
 pub async fn seed_demo(app: &App) -> anyhow::Result<()> {
     let tenant = app
         .cdx
@@ -34,6 +35,11 @@ pub async fn seed_demo(app: &App) -> anyhow::Result<()> {
         .seed_demo(&tenant.id)
         .await
         .map_err(|e| anyhow::anyhow!("seeding auth: {e}"))?;
+    app.flush_events().await?;
+    app.crm
+        .seed_demo(&tenant.id)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding crm: {e}"))?;
     app.flush_events().await
 }
 

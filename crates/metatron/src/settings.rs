@@ -42,6 +42,8 @@ pub struct Settings {
     pub cdx: cdx::Config,
     /// The auth service.
     pub auth: auth::Config,
+    /// The CRM.
+    pub crm: crm::Config,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             password: HashParams::default(),
             cdx: cdx::Config::default(),
             auth: auth::Config::default(),
+            crm: crm::Config::default(),
         }
     }
 }
@@ -71,6 +74,8 @@ const SECTIONS: &[&str] = &[
     "auth",
     "auth.database",
     "auth.throttle",
+    "crm",
+    "crm.database",
 ];
 
 impl Settings {
@@ -80,7 +85,11 @@ impl Settings {
     }
 
     /// The database settings of each service, by name.
-    pub fn service_databases(&self) -> [(&'static str, &DatabaseSettings); 2] {
-        [("cdx", &self.cdx.database), ("auth", &self.auth.database)]
+    pub fn service_databases(&self) -> [(&'static str, &DatabaseSettings); 3] {
+        [
+            ("cdx", &self.cdx.database),
+            ("auth", &self.auth.database),
+            ("crm", &self.crm.database),
+        ]
     }
 }

@@ -54,6 +54,14 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
+        // serde would fill a struct from an array by position; request bodies are objects.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
         parse_json(&bytes).map(Json)
     }
 }
@@ -348,6 +356,11 @@ mod tests {
             ),
             (
                 post_json(r#"{"name":1}"#, "application/json"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                post_json(r#" ["a"]"#, "application/json"),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
             ),

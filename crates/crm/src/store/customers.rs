@@ -19,11 +19,11 @@ use crate::events;
 use crate::model::{invalid_fields, merge_custom, sort_key, Customer, CustomerStatus, Entity};
 
 /// Columns of a customer, read with its company's name (`c` customers, `co` companies).
-const CUSTOMER_COLUMNS: &str = "c.id, c.first_name, c.last_name, c.email, c.phone, \
+pub(crate) const CUSTOMER_COLUMNS: &str = "c.id, c.first_name, c.last_name, c.email, c.phone, \
     c.company_id, co.name AS company_name, c.status, c.owner_id, c.tags, c.custom, \
     c.created_at, c.updated_at, c.version";
 /// The join that adds the company's name.
-const COMPANY_JOIN: &str =
+pub(crate) const COMPANY_JOIN: &str =
     "LEFT JOIN companies co ON co.tenant_id = c.tenant_id AND co.id = c.company_id";
 
 /// The sorts of the customer list: API name, column, numeric.
@@ -64,7 +64,8 @@ pub fn customer_sort_value(c: &Customer, sort: &Sort) -> String {
     }
 }
 
-fn name_key(first: &str, last: &str) -> String {
+/// The sort and search key of a customer's name (`name_key`).
+pub(crate) fn name_key(first: &str, last: &str) -> String {
     sort_key(format!("{first} {last}").trim())
 }
 

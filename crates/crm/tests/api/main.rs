@@ -7,4 +7,7 @@ mod customers;
 mod deals;
 mod fields;
 mod import;
+mod isolation;
 mod notes;
+mod permissions;
+mod pipelines;

@@ -24,6 +24,10 @@ fn metatron(
             "METATRON_AUTH_DATABASE_URL",
             settings.auth.database.url.as_deref().expect("url"),
         )
+        .env(
+            "METATRON_CRM_DATABASE_URL",
+            settings.crm.database.url.as_deref().expect("url"),
+        )
         .env("METATRON_PASSWORD_MEMORY_KIB", "1024")
         .env("METATRON_PASSWORD_ITERATIONS", "1")
         .env("METATRON_LOG", "warn")
@@ -95,7 +99,7 @@ async fn migrate_inspect_seed_and_admin_create_work_from_the_command_line() {
         .iter()
         .map(|r| r["service"].as_str().expect("name"))
         .collect();
-    assert_eq!(services, ["cdx", "auth"]);
+    assert_eq!(services, ["cdx", "auth", "crm"]);
     let latest =
         |info: platform::service::ServiceInfo| info.migrations.iter().map(|m| m.version).max();
     for (db, info) in report

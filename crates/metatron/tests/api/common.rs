@@ -34,6 +34,7 @@ pub fn test_settings(dbs: &TestDatabases) -> Settings {
     };
     settings.cdx.database.url = Some(dbs.url("cdx"));
     settings.auth.database.url = Some(dbs.url("auth"));
+    settings.crm.database.url = Some(dbs.url("crm"));
     settings.database.max_connections = 4;
     settings
 }

@@ -6,6 +6,7 @@ mod common;
 
 mod audit;
 mod cli;
+mod crm;
 mod input;
 mod login;
 mod roles;
