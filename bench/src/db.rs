@@ -149,7 +149,9 @@ fn decode(row: &AnyRow) -> Result<usize, sqlx::Error> {
         bytes += row.try_get::<String, _>(name)?.len();
     }
     for name in ["email", "phone", "company_id", "company_name", "owner_id"] {
-        bytes += row.try_get::<Option<String>, _>(name)?.map_or(0, |s| s.len());
+        bytes += row
+            .try_get::<Option<String>, _>(name)?
+            .map_or(0, |s| s.len());
     }
     for name in ["created_at", "updated_at", "version"] {
         bytes += usize::from(row.try_get::<i64, _>(name)? != 0);

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use platform::caller::{TenantAdmin, TenantMember};
-use platform::http::{etag, expected_version, Json, Path, Query};
+use platform::http::{etag, Json, Path, Query};
 use platform::ids::Timestamp;
 use platform::page::{page, Page, PageParams};
 use platform::validate::{optional_text, text, Invalid};
@@ -263,10 +263,15 @@ pub(super) async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let expected = expected_version(&headers, None)?;
-    store::delete_company(crm.db(), &admin.scope, &id, expected, &admin.caller.actor()).await?;
-    crm.announce();
-    Ok(StatusCode::NO_CONTENT)
+    super::remove_record(
+        &crm,
+        &admin.scope,
+        &admin.caller,
+        &store::COMPANY_REMOVAL,
+        &id,
+        &headers,
+    )
+    .await
 }
 
 /// Sort and paging of a company's customers (as in the customer list).

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use platform::caller::{TenantAdmin, TenantMember};
-use platform::http::{etag, expected_version, Json, Path, Query};
+use platform::http::{etag, Json, Path, Query};
 use platform::ids::Timestamp;
 use platform::page::{page, Page, PageParams};
 use platform::validate::{optional_text, text, Email};
@@ -319,10 +319,15 @@ pub(super) async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let expected = expected_version(&headers, None)?;
-    store::delete_customer(crm.db(), &admin.scope, &id, expected, &admin.caller.actor()).await?;
-    crm.announce();
-    Ok(StatusCode::NO_CONTENT)
+    super::remove_record(
+        &crm,
+        &admin.scope,
+        &admin.caller,
+        &store::CUSTOMER_REMOVAL,
+        &id,
+        &headers,
+    )
+    .await
 }
 
 /// The OpenAPI description of these routes.

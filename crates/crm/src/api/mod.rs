@@ -12,7 +12,7 @@ mod pipelines;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::Router;
-use platform::caller::{Role, TenantMember};
+use platform::caller::{Caller, Role, TenantMember, TenantScope};
 use platform::http::BearerAuth;
 use platform::ApiError;
 use utoipa::OpenApi;
@@ -117,6 +117,21 @@ pub(crate) async fn check_owner(
     } else {
         Err(platform::validate::Invalid::new("owner_id", "no such user in this tenant").into())
     }
+}
+
+/// Deletes the record `id` as `removal` describes, honouring `If-Match`; answers 204.
+pub(crate) async fn remove_record(
+    crm: &Crm,
+    scope: &TenantScope,
+    caller: &Caller,
+    removal: &store::Removal,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let expected = platform::http::expected_version(headers, None)?;
+    store::delete_record(crm.db(), scope, removal, id, expected, &caller.actor()).await?;
+    crm.announce();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The version a change must be based on: `If-Match` or the body's `version` (428 when

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use platform::caller::{Role, TenantMember};
-use platform::http::{etag, expected_version, Json, Path, Query};
+use platform::http::{etag, Json, Path, Query};
 use platform::page::{page, Page, PageParams};
 use platform::validate::long_text;
 use platform::ApiError;
@@ -279,19 +279,26 @@ pub(super) async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let expected = expected_version(&headers, None)?;
-    let author_only = (member.caller.role == Role::User).then(|| member.caller.id());
-    store::delete_note(
-        crm.db(),
+    if member.caller.role == Role::User {
+        // Authors never change, so checking before the deletion's transaction is safe.
+        let note = store::note_by_id(crm.db().reader(), &member.scope, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("note"))?;
+        if note.author_id.as_deref() != Some(member.caller.id()) {
+            return Err(ApiError::forbidden(
+                "only the note's author or an admin may delete it",
+            ));
+        }
+    }
+    super::remove_record(
+        &crm,
         &member.scope,
+        &member.caller,
+        &store::NOTE_REMOVAL,
         &id,
-        expected,
-        author_only,
-        &member.caller.actor(),
+        &headers,
     )
-    .await?;
-    crm.announce();
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// Paging of the customer timeline.

@@ -1,5 +1,6 @@
 //! Companies: the organisations customers work for and deals are made with.
 
+use super::Removal;
 use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::events::{record, Actor};
@@ -319,53 +320,17 @@ pub async fn update_company(
     Ok(next)
 }
 
-/// Deletes a company and records `crm.company.deleted`. Its customers, deals and stage
-/// history lose the link; notes only about this company go with it, notes also attached
-/// to a customer or deal lose the link.
-#[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn delete_company(
-    db: &Db,
-    scope: &TenantScope,
-    id: &str,
-    expected: Option<i64>,
-    actor: &Actor,
-) -> ApiResult<()> {
-    let mut tx = db.begin().await?;
-    let current = company_by_id(&mut *tx, scope, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("company"))?;
-    check_version(expected, current.version)?;
-    for sql in [
+/// Deleting a company: notes only about it go with it; its customers, deals, stage history
+/// and the notes also attached elsewhere lose the link.
+pub const COMPANY_REMOVAL: Removal = Removal {
+    table: "companies",
+    noun: "company",
+    cascade: &[
         "DELETE FROM notes WHERE tenant_id = $1 AND company_id = $2 \
          AND customer_id IS NULL AND deal_id IS NULL",
         "UPDATE notes SET company_id = NULL WHERE tenant_id = $1 AND company_id = $2",
         "UPDATE customers SET company_id = NULL WHERE tenant_id = $1 AND company_id = $2",
         "UPDATE deals SET company_id = NULL WHERE tenant_id = $1 AND company_id = $2",
         "UPDATE stage_changes SET company_id = NULL WHERE tenant_id = $1 AND company_id = $2",
-    ] {
-        sqlx::query(sql)
-            .bind(scope.tenant_id())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let deleted =
-        sqlx::query("DELETE FROM companies WHERE tenant_id = $1 AND id = $2 AND version = $3")
-            .bind(scope.tenant_id())
-            .bind(id)
-            .bind(current.version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if deleted == 0 {
-        let now = company_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|c| c.version), "company"));
-    }
-    record(
-        &mut tx,
-        &events::changed("company", "deleted", scope.tenant_id(), id, actor, &[]),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
+    ],
+};

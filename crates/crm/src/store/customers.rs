@@ -1,5 +1,6 @@
 //! Customers (contacts) and their tags.
 
+use super::Removal;
 use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::error::on_unique;
@@ -489,41 +490,17 @@ pub async fn update_customer(
     Ok(updated)
 }
 
-/// Deletes a customer and records `crm.customer.deleted`. Its deals and the notes also
-/// attached elsewhere lose the link; notes only about this customer go with it.
-#[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn delete_customer(
-    db: &Db,
-    scope: &TenantScope,
-    id: &str,
-    expected: Option<i64>,
-    actor: &Actor,
-) -> ApiResult<()> {
-    let mut tx = db.begin().await?;
-    let current = customer_by_id(&mut *tx, scope, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("customer"))?;
-    check_version(expected, current.version)?;
-    for sql in [
+/// Deleting a customer: its tags and the notes only about it go with it; its deals, stage
+/// history and the notes also attached elsewhere lose the link.
+pub const CUSTOMER_REMOVAL: Removal = Removal {
+    table: "customers",
+    noun: "customer",
+    cascade: &[
         "DELETE FROM customer_tags WHERE tenant_id = $1 AND customer_id = $2",
         "DELETE FROM notes WHERE tenant_id = $1 AND customer_id = $2 \
          AND company_id IS NULL AND deal_id IS NULL",
         "UPDATE notes SET customer_id = NULL WHERE tenant_id = $1 AND customer_id = $2",
         "UPDATE deals SET customer_id = NULL WHERE tenant_id = $1 AND customer_id = $2",
-        "DELETE FROM stage_changes WHERE tenant_id = $1 AND customer_id = $2",
-        "DELETE FROM customers WHERE tenant_id = $1 AND id = $2",
-    ] {
-        sqlx::query(sql)
-            .bind(scope.tenant_id())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    record(
-        &mut tx,
-        &events::changed("customer", "deleted", scope.tenant_id(), id, actor, &[]),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
+        "UPDATE stage_changes SET customer_id = NULL WHERE tenant_id = $1 AND customer_id = $2",
+    ],
+};

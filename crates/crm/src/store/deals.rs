@@ -5,6 +5,7 @@
 //! enters, the first one included, is a row of `stage_changes` written in the same
 //! transaction.
 
+use super::Removal;
 use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::events::{record, Actor};
@@ -718,42 +719,18 @@ pub async fn update_deal(
     Ok(updated)
 }
 
-/// Deletes a deal with its stage history and records `crm.deal.deleted`. Notes also
-/// attached to its customer or company lose the link; notes only about the deal go with it.
-#[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn delete_deal(
-    db: &Db,
-    scope: &TenantScope,
-    id: &str,
-    expected: Option<i64>,
-    actor: &Actor,
-) -> ApiResult<()> {
-    let mut tx = db.begin().await?;
-    let current = deal_by_id(&mut *tx, scope, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("deal"))?;
-    check_version(expected, current.version)?;
-    for sql in [
+/// Deleting a deal: its stage history and the notes only about it go with it; notes also
+/// attached to a customer or company lose the link.
+pub const DEAL_REMOVAL: Removal = Removal {
+    table: "deals",
+    noun: "deal",
+    cascade: &[
         "DELETE FROM notes WHERE tenant_id = $1 AND deal_id = $2 \
          AND customer_id IS NULL AND company_id IS NULL",
         "UPDATE notes SET deal_id = NULL WHERE tenant_id = $1 AND deal_id = $2",
         "DELETE FROM stage_changes WHERE tenant_id = $1 AND deal_id = $2",
-        "DELETE FROM deals WHERE tenant_id = $1 AND id = $2",
-    ] {
-        sqlx::query(sql)
-            .bind(scope.tenant_id())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    record(
-        &mut tx,
-        &events::changed("deal", "deleted", scope.tenant_id(), id, actor, &[]),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
+    ],
+};
 
 #[cfg(test)]
 mod tests {

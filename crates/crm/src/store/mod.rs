@@ -22,8 +22,10 @@ pub use pipelines::*;
 pub use tenant::*;
 
 use platform::caller::TenantScope;
+use platform::db::Db;
+use platform::events::{record, Actor};
 use platform::ids::is_uuid;
-use platform::sql::{Arg, Conditions};
+use platform::sql::{check_version, lost_race, Arg, Conditions};
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
 use serde_json::{Map, Value};
@@ -115,6 +117,84 @@ impl Sort {
     pub fn cursor(value: impl std::fmt::Display, id: &str) -> String {
         format!("{value}\n{id}")
     }
+}
+
+/// What deleting one record takes: its table, its noun (for errors and the
+/// `crm.<noun>.deleted` event) and the statements that first detach or remove what refers to
+/// it, each bound to `($1 tenant, $2 id)`.
+#[derive(Debug)]
+pub struct Removal {
+    /// The record's table.
+    pub table: &'static str,
+    /// The record's noun.
+    pub noun: &'static str,
+    /// Clean-up statements, run in order before the record goes.
+    pub cascade: &'static [&'static str],
+}
+
+/// The version of record `id` in `table`, if it exists in the scope's tenant.
+async fn record_version(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+    table: &str,
+    id: &str,
+) -> ApiResult<Option<i64>> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT version FROM {table} WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(scope.tenant_id())
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Deletes the record `id` of the scope's tenant when it is still at `expected` (if given),
+/// with its clean-up, and records `crm.<noun>.deleted`, all in one transaction.
+#[tracing::instrument(skip_all, fields(record = removal.noun), err(level = "debug"))]
+pub async fn delete_record(
+    db: &Db,
+    scope: &TenantScope,
+    removal: &Removal,
+    id: &str,
+    expected: Option<i64>,
+    actor: &Actor,
+) -> ApiResult<()> {
+    if !is_uuid(id) {
+        return Err(ApiError::not_found(removal.noun));
+    }
+    let mut tx = db.begin().await?;
+    let current = record_version(&mut tx, scope, removal.table, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(removal.noun))?;
+    check_version(expected, current)?;
+    for sql in removal.cascade {
+        sqlx::query(sql)
+            .bind(scope.tenant_id())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let deleted = sqlx::query(&format!(
+        "DELETE FROM {} WHERE tenant_id = $1 AND id = $2 AND version = $3",
+        removal.table
+    ))
+    .bind(scope.tenant_id())
+    .bind(id)
+    .bind(current)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if deleted == 0 {
+        let now = record_version(&mut tx, scope, removal.table, id).await?;
+        return Err(lost_race(now, removal.noun));
+    }
+    record(
+        &mut tx,
+        &crate::events::changed(removal.noun, "deleted", scope.tenant_id(), id, actor, &[]),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Starts the conditions of a tenant's list: `tenant_id = $1` (a prefix of every index).

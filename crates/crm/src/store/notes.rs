@@ -2,6 +2,7 @@
 //! deals, and the customer timeline that merges a customer's notes with the stage changes
 //! of its deals.
 
+use super::Removal;
 use platform::caller::TenantScope;
 use platform::db::Db;
 use platform::events::{record, Actor};
@@ -384,49 +385,12 @@ pub async fn update_note(
     Ok(updated)
 }
 
-/// Deletes a note and records `crm.note.deleted`. With `author_only`, only a note written
-/// by that user may go (403 otherwise); admins pass `None`.
-#[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn delete_note(
-    db: &Db,
-    scope: &TenantScope,
-    id: &str,
-    expected: Option<i64>,
-    author_only: Option<&str>,
-    actor: &Actor,
-) -> ApiResult<()> {
-    let mut tx = db.begin().await?;
-    let current = note_by_id(&mut *tx, scope, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("note"))?;
-    if let Some(user) = author_only {
-        if current.author_id.as_deref() != Some(user) {
-            return Err(ApiError::forbidden(
-                "only the note's author or an admin may delete it",
-            ));
-        }
-    }
-    check_version(expected, current.version)?;
-    let deleted =
-        sqlx::query("DELETE FROM notes WHERE tenant_id = $1 AND id = $2 AND version = $3")
-            .bind(scope.tenant_id())
-            .bind(id)
-            .bind(current.version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if deleted == 0 {
-        let now = note_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|n| n.version), "note"));
-    }
-    record(
-        &mut tx,
-        &events::changed("note", "deleted", scope.tenant_id(), id, actor, &[]),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
+/// Deleting a note: nothing refers to it.
+pub const NOTE_REMOVAL: Removal = Removal {
+    table: "notes",
+    noun: "note",
+    cascade: &[],
+};
 
 /// One entry of a customer's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
