@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark suite, in one command: `bench/run.sh` (see bench/README.md).
 #
+#   bench/run.sh              the foundation benchmarks (issue 2)
+#   bench/run.sh crm          the CRM benchmarks (issue 3, bench/crm.sh)
+#   bench/run.sh all          both
+#
 # Builds the release binary and the bench helper, measures every benchmark next to its
 # reference on this machine, prints the summary table and rewrites the generated section
 # of BENCHMARKS.md. All load goes to 127.0.0.1; every load run is bounded in time; the
@@ -10,9 +14,20 @@
 # load-test server, BENCH_AUX_PORT (38081) for the start-up and memory servers,
 # BENCH_LOGIN_CONNECTIONS (8), BENCH_ME_CONNECTIONS (8), BENCH_OUT (BENCHMARKS.md),
 # BENCH_QUIET_WAIT (300): seconds to wait, before each step, for other work on the machine
-# (builds, tests) to calm down to BENCH_QUIET_BUSY (15) % CPU or less.
+# (builds, tests) to calm down to BENCH_QUIET_BUSY (15) % CPU or less. The CRM settings are
+# described in bench/crm.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+MODE=${1:-foundation}
+case $MODE in
+  foundation | crm | all) ;;
+  *)
+    echo "usage: bench/run.sh [foundation|crm|all]" >&2
+    exit 2
+    ;;
+esac
+COMMAND="bench/run.sh${1:+ $1}"
 
 SECS=${BENCH_SECONDS:-10}
 PORT=${BENCH_PORT:-38080}
@@ -62,6 +77,8 @@ wait_quiet() { # step name
 SERVER_PID=""
 STORM_PID=""
 DATA_DIR=""
+CRM_DIR=""  # bench/crm.sh: its temporary directory
+PG_DBS=""   # bench/crm.sh: PostgreSQL databases to drop ("ADMIN_URL name name ...")
 cleanup() {
   if [[ -n $STORM_PID ]]; then kill "$STORM_PID" 2>/dev/null || true; fi
   if [[ -n $SERVER_PID ]]; then
@@ -69,6 +86,14 @@ cleanup() {
     wait "$SERVER_PID" 2>/dev/null || true
   fi
   if [[ -n $DATA_DIR ]]; then rm -rf "$DATA_DIR"; fi
+  if [[ -n $PG_DBS ]]; then
+    local admin db
+    read -r admin _ <<<"$PG_DBS"
+    for db in ${PG_DBS#* }; do
+      psql "$admin" -qX -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+  fi
+  if [[ -n $CRM_DIR ]]; then rm -rf "$CRM_DIR"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -99,98 +124,103 @@ cargo build --release -p metatron -p metatron-bench
 METATRON=$(realpath "$METATRON")
 HELPER=$(realpath "$HELPER")
 
-rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
-
-# --- 1. reference: raw argon2id rate, nothing else running ----------------------------------
-# Measured before the server starts and again after it stops; the reference is the mean.
-wait_quiet "argon2"
-log "argon2id reference: $(nproc) threads for ${SECS} s"
-"$HELPER" argon2 --seconds "$SECS" >"$RESULTS/argon2.json"
-
-# --- the load-test server -----------------------------------------------------------------
-if curl -s -o /dev/null "$BASE/health"; then die "port $PORT is taken (set BENCH_PORT)"; fi
-DATA_DIR=$(mktemp -d)
-log "starting metatron serve --demo on 127.0.0.1:$PORT (data: $DATA_DIR)"
-(cd "$DATA_DIR" && exec "$METATRON" serve --demo --bind 127.0.0.1 --port "$PORT" \
-  --data-dir "$DATA_DIR/data" >"$DATA_DIR/server.out" 2>"$DATA_DIR/server.err") &
-SERVER_PID=$!
-ready=""
-for _ in $(seq 1 600); do
-  if curl -sf -o /dev/null "$BASE/ready"; then ready=yes; break; fi
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z $ready ]]; then
-  cat "$DATA_DIR/server.err" >&2 || true
-  die "the server did not become ready"
-fi
-
-TOKEN=$(curl -sf -X POST -H 'content-type: application/json' -d "$LOGIN_BODY" "$BASE/api/auth/login" |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') ||
-  die "the demo login failed"
-curl -sf -o /dev/null -H "authorization: Bearer $TOKEN" "$BASE/api/auth/me" || die "GET /api/auth/me failed"
-
-login_load() { # duration, output file
-  "${OHA[@]}" -z "$1" -c "$LOGIN_C" -m POST -H 'content-type: application/json' -d "$LOGIN_BODY" \
-    "$BASE/api/auth/login" >"$2"
-}
-me_load() { # duration, output file
-  "${OHA[@]}" -z "$1" -c "$ME_C" -H "authorization: Bearer $TOKEN" "$BASE/api/auth/me" >"$2"
-}
-
-# --- 2. login throughput ------------------------------------------------------------------
-wait_quiet "login"
-log "login throughput: $LOGIN_C connections for ${SECS} s"
-login_load "${SECS}s" "$RESULTS/login.json"
-
-# --- 3. /me alone, then during a login storm -----------------------------------------------
-wait_quiet "me"
-log "GET /api/auth/me alone: $ME_C connections for ${SECS} s"
-me_load "${SECS}s" "$RESULTS/me.json"
-
-wait_quiet "storm"
-log "GET /api/auth/me during a login storm: both loads at once"
-login_load "$((SECS + 4))s" "$RESULTS/storm-login.json" &
-STORM_PID=$!
-sleep 2 # the storm saturates the hashing pool before /me is measured
-me_load "${SECS}s" "$RESULTS/storm-me.json"
-wait "$STORM_PID" || die "the login storm failed"
-STORM_PID=""
-
-# What the load left behind: resident memory once the server is idle again.
-sleep 2
-vm() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$SERVER_PID/status"; }
-printf '{"benchmark": "memory-after-load", "settle_ms": 2000, "vmrss_kib": %s, "vmhwm_kib": %s}\n' \
-  "$(vm VmRSS)" "$(vm VmHWM)" >"$RESULTS/memory-after-load.json"
-
-kill "$SERVER_PID"
-wait "$SERVER_PID" 2>/dev/null || true
-SERVER_PID=""
-
-wait_quiet "argon2 again"
-log "argon2id reference again, with the server stopped"
-"$HELPER" argon2 --seconds "$SECS" >"$RESULTS/argon2-after.json"
-
-# --- 4. idle memory and start-up time ------------------------------------------------------
-wait_quiet "memory"
-log "idle memory: serve, then serve --demo"
-"$HELPER" idle-memory --bin "$METATRON" --port "$AUX_PORT" >"$RESULTS/memory.json"
-"$HELPER" idle-memory --bin "$METATRON" --port "$AUX_PORT" --demo >"$RESULTS/memory-demo.json"
-
-wait_quiet "start-up"
-log "start-up to /ready: 5 starts on new empty data dirs"
-"$HELPER" startup --bin "$METATRON" --port "$AUX_PORT" --runs 5 >"$RESULTS/startup.json"
-
-# --- report -------------------------------------------------------------------------------
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git status --porcelain 2>/dev/null) ]]; then commit="$commit + uncommitted changes"; fi
 export BENCH_COMMIT=$commit BENCH_RUSTC=$(rustc --version) BENCH_OHA=$(oha --version | head -n 1)
-export SECS PORT LOGIN_C ME_C QUIET
-python3 - >"$RESULTS/run.json" <<'EOF'
+SECTIONS=()
+
+if [[ $MODE == foundation || $MODE == all ]]; then
+  # Only this section's results are replaced; the CRM's (crm-*.json) are kept.
+  find "$RESULTS" -maxdepth 1 -name '*.json' ! -name 'crm-*' -delete
+  SECTIONS+=(--section foundation)
+
+  # --- 1. reference: raw argon2id rate, nothing else running ------------------------------
+  # Measured before the server starts and again after it stops; the reference is the mean.
+  wait_quiet "argon2"
+  log "argon2id reference: $(nproc) threads for ${SECS} s"
+  "$HELPER" argon2 --seconds "$SECS" >"$RESULTS/argon2.json"
+
+  # --- the load-test server ---------------------------------------------------------------
+  if curl -s -o /dev/null "$BASE/health"; then die "port $PORT is taken (set BENCH_PORT)"; fi
+  DATA_DIR=$(mktemp -d)
+  log "starting metatron serve --demo on 127.0.0.1:$PORT (data: $DATA_DIR)"
+  (cd "$DATA_DIR" && exec "$METATRON" serve --demo --bind 127.0.0.1 --port "$PORT" \
+    --data-dir "$DATA_DIR/data" >"$DATA_DIR/server.out" 2>"$DATA_DIR/server.err") &
+  SERVER_PID=$!
+  ready=""
+  for _ in $(seq 1 600); do
+    if curl -sf -o /dev/null "$BASE/ready"; then ready=yes; break; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z $ready ]]; then
+    cat "$DATA_DIR/server.err" >&2 || true
+    die "the server did not become ready"
+  fi
+
+  TOKEN=$(curl -sf -X POST -H 'content-type: application/json' -d "$LOGIN_BODY" "$BASE/api/auth/login" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') ||
+    die "the demo login failed"
+  curl -sf -o /dev/null -H "authorization: Bearer $TOKEN" "$BASE/api/auth/me" || die "GET /api/auth/me failed"
+
+  login_load() { # duration, output file
+    "${OHA[@]}" -z "$1" -c "$LOGIN_C" -m POST -H 'content-type: application/json' -d "$LOGIN_BODY" \
+      "$BASE/api/auth/login" >"$2"
+  }
+  me_load() { # duration, output file
+    "${OHA[@]}" -z "$1" -c "$ME_C" -H "authorization: Bearer $TOKEN" "$BASE/api/auth/me" >"$2"
+  }
+
+  # --- 2. login throughput ----------------------------------------------------------------
+  wait_quiet "login"
+  log "login throughput: $LOGIN_C connections for ${SECS} s"
+  login_load "${SECS}s" "$RESULTS/login.json"
+
+  # --- 3. /me alone, then during a login storm --------------------------------------------
+  wait_quiet "me"
+  log "GET /api/auth/me alone: $ME_C connections for ${SECS} s"
+  me_load "${SECS}s" "$RESULTS/me.json"
+
+  wait_quiet "storm"
+  log "GET /api/auth/me during a login storm: both loads at once"
+  login_load "$((SECS + 4))s" "$RESULTS/storm-login.json" &
+  STORM_PID=$!
+  sleep 2 # the storm saturates the hashing pool before /me is measured
+  me_load "${SECS}s" "$RESULTS/storm-me.json"
+  wait "$STORM_PID" || die "the login storm failed"
+  STORM_PID=""
+
+  # What the load left behind: resident memory once the server is idle again.
+  sleep 2
+  vm() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$SERVER_PID/status"; }
+  printf '{"benchmark": "memory-after-load", "settle_ms": 2000, "vmrss_kib": %s, "vmhwm_kib": %s}\n' \
+    "$(vm VmRSS)" "$(vm VmHWM)" >"$RESULTS/memory-after-load.json"
+
+  kill "$SERVER_PID"
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+
+  wait_quiet "argon2 again"
+  log "argon2id reference again, with the server stopped"
+  "$HELPER" argon2 --seconds "$SECS" >"$RESULTS/argon2-after.json"
+
+  # --- 4. idle memory and start-up time ---------------------------------------------------
+  wait_quiet "memory"
+  log "idle memory: serve, then serve --demo"
+  "$HELPER" idle-memory --bin "$METATRON" --port "$AUX_PORT" >"$RESULTS/memory.json"
+  "$HELPER" idle-memory --bin "$METATRON" --port "$AUX_PORT" --demo >"$RESULTS/memory-demo.json"
+
+  wait_quiet "start-up"
+  log "start-up to /ready: 5 starts on new empty data dirs"
+  "$HELPER" startup --bin "$METATRON" --port "$AUX_PORT" --runs 5 >"$RESULTS/startup.json"
+
+  # --- the foundation run's facts, for the report -----------------------------------------
+  export SECS PORT LOGIN_C ME_C QUIET COMMAND
+  python3 - >"$RESULTS/run.json" <<'EOF'
 import json, os
 print(json.dumps({
-    "command": "bench/run.sh",
+    "command": os.environ["COMMAND"],
     "commit": os.environ["BENCH_COMMIT"],
     "rustc": os.environ["BENCH_RUSTC"],
     "load_generator": os.environ["BENCH_OHA"],
@@ -201,6 +231,16 @@ print(json.dumps({
     "machine_busy_before": os.environ["QUIET"],
 }, indent=2))
 EOF
+fi
 
+if [[ $MODE == crm || $MODE == all ]]; then
+  find "$RESULTS" -maxdepth 1 -name 'crm-*.json' -delete
+  SECTIONS+=(--section crm)
+  QUIET=""
+  # shellcheck source=bench/crm.sh
+  source bench/crm.sh
+fi
+
+# --- report -------------------------------------------------------------------------------
 log "summary (raw results in $RESULTS)"
-"$HELPER" report --results "$RESULTS" --out "$OUT"
+"$HELPER" report --results "$RESULTS" --out "$OUT" "${SECTIONS[@]}"

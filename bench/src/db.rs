@@ -246,7 +246,7 @@ pub fn read(args: &ReadArgs) -> anyhow::Result<serde_json::Value> {
         // One query first: a wrong id or tenant fails here, not as a silent empty loop.
         let check = run_read(&pool, &sql, args).await?;
         match args.list {
-            Some(n) => anyhow::ensure!(check > 0, "the list of tenant {} is empty", args.tenant),
+            Some(_) => anyhow::ensure!(check > 0, "the list of tenant {} is empty", args.tenant),
             None => anyhow::ensure!(check == 1, "customer {} not found", args.id),
         }
         let rows_per_query = check;

@@ -11,6 +11,7 @@
 //! Every command prints one JSON object on standard output.
 
 mod argon;
+mod crm_report;
 mod db;
 mod report;
 mod server;

@@ -1,5 +1,6 @@
-//! The summary of a run: one table, printed and written into BENCHMARKS.md between the
-//! section's markers (the rest of the file is kept as it is).
+//! The summary of a run: one table per section, printed and written into BENCHMARKS.md
+//! between the section's markers (the rest of the file is kept as it is). The foundation
+//! section is built here, the CRM section in [`crate::crm_report`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,10 @@ pub struct Args {
     /// The file whose section is rewritten (created when missing).
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
+    /// Sections to rewrite: `foundation`, `crm` (repeatable). Default: every section whose
+    /// results are in the directory (`run.json`, `crm-run.json`).
+    #[arg(long = "section", value_parser = ["foundation", "crm"])]
+    pub sections: Vec<String>,
 }
 
 const START: &str = "<!-- bench:foundation:start -->";
@@ -32,23 +37,23 @@ only those lines. What each benchmark does: [bench/README.md](bench/README.md).
 
 /// What one `oha --output-format json` run comes to.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Load {
+pub(crate) struct Load {
     /// 2xx responses.
-    ok: u64,
+    pub(crate) ok: u64,
     /// Responses with another status.
-    other: u64,
+    pub(crate) other: u64,
     /// Requests without a response (including those cut off at the deadline).
-    errors: u64,
+    pub(crate) errors: u64,
     /// Duration of the run in seconds.
-    seconds: f64,
+    pub(crate) seconds: f64,
     /// Median latency in ms.
-    p50_ms: f64,
+    pub(crate) p50_ms: f64,
     /// 99th percentile latency in ms.
-    p99_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 impl Load {
-    fn from_oha(v: &Value) -> anyhow::Result<Load> {
+    pub(crate) fn from_oha(v: &Value) -> anyhow::Result<Load> {
         let number = |pointer: &str| {
             v.pointer(pointer)
                 .and_then(Value::as_f64)
@@ -80,24 +85,44 @@ impl Load {
     }
 
     /// Successful requests per second.
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ok as f64 / self.seconds
     }
 
     /// Anything other than a 2xx answer, for the notes.
-    fn failures(&self) -> String {
+    pub(crate) fn failures(&self) -> String {
         format!("{} non-2xx, {} without answer", self.other, self.errors)
     }
 }
 
 /// One row of the table.
-struct Row {
-    name: String,
-    measured: String,
-    reference: String,
-    ratio: String,
-    goal: String,
-    met: Option<bool>,
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) measured: String,
+    pub(crate) reference: String,
+    pub(crate) ratio: String,
+    pub(crate) goal: String,
+    pub(crate) met: Option<bool>,
+}
+
+/// The Markdown table of `rows`, with its header.
+pub(crate) fn table(rows: &[Row]) -> String {
+    let mut table = String::from(
+        "| Benchmark | Measured | Reference (same run) | Ratio | Goal | Met |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.measured,
+            r.reference,
+            r.ratio,
+            r.goal,
+            yes_no(r.met)
+        );
+    }
+    table
 }
 
 fn yes_no(met: Option<bool>) -> &'static str {
@@ -112,13 +137,13 @@ fn mib(kib: f64) -> f64 {
     kib / 1024.0
 }
 
-fn field(v: &Value, pointer: &str) -> anyhow::Result<f64> {
+pub(crate) fn field(v: &Value, pointer: &str) -> anyhow::Result<f64> {
     v.pointer(pointer)
         .and_then(Value::as_f64)
         .with_context(|| format!("no number at {pointer}"))
 }
 
-fn text(v: &Value, pointer: &str) -> String {
+pub(crate) fn text(v: &Value, pointer: &str) -> String {
     v.pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or("?")
@@ -126,7 +151,7 @@ fn text(v: &Value, pointer: &str) -> String {
 }
 
 /// Machine facts: cores, CPU model, memory, kernel.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -277,21 +302,7 @@ fn section(dir: &Path) -> anyhow::Result<(String, String)> {
         },
     ];
 
-    let mut table = String::from(
-        "| Benchmark | Measured | Reference (same run) | Ratio | Goal | Met |\n|---|---|---|---|---|---|\n",
-    );
-    for r in &rows {
-        let _ = writeln!(
-            table,
-            "| {} | {} | {} | {} | {} | {} |",
-            r.name,
-            r.measured,
-            r.reference,
-            r.ratio,
-            r.goal,
-            yes_no(r.met)
-        );
-    }
+    let table = table(&rows);
 
     let seconds = field(&run, "/seconds")?;
     let mut s = String::new();
@@ -372,32 +383,58 @@ fn section(dir: &Path) -> anyhow::Result<(String, String)> {
     Ok((s, table))
 }
 
-/// `existing` with the generated section replaced (or appended when it has no markers).
-fn splice(existing: Option<&str>, section: &str) -> String {
+/// `existing` with the generated section between `start` and `end` replaced (or appended
+/// when it has no such markers).
+fn splice(existing: Option<&str>, section: &str, (start_marker, end_marker): Markers) -> String {
     let Some(existing) = existing.filter(|e| !e.trim().is_empty()) else {
         return format!("{PREAMBLE}\n{section}\n");
     };
-    if let (Some(start), Some(end)) = (existing.find(START), existing.find(END)) {
+    if let (Some(start), Some(end)) = (existing.find(start_marker), existing.find(end_marker)) {
         if start < end {
-            let after = &existing[end + END.len()..];
+            let after = &existing[end + end_marker.len()..];
             return format!("{}{section}{after}", &existing[..start]);
         }
     }
     format!("{}\n\n{section}\n", existing.trim_end())
 }
 
-/// Prints the table and rewrites the section of `args.out`.
+/// The start and end markers of a section.
+type Markers = (&'static str, &'static str);
+
+/// Prints the tables and rewrites the sections of `args.out`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let (section, table) = section(&args.results)?;
-    let existing = match std::fs::read_to_string(&args.out) {
+    let dir = &args.results;
+    let sections: Vec<&str> = if args.sections.is_empty() {
+        let mut found = Vec::new();
+        if dir.join("run.json").exists() {
+            found.push("foundation");
+        }
+        if dir.join(crate::crm_report::RUN_FILE).exists() {
+            found.push("crm");
+        }
+        anyhow::ensure!(!found.is_empty(), "no results in {}", dir.display());
+        found
+    } else {
+        args.sections.iter().map(String::as_str).collect()
+    };
+    let mut text = match std::fs::read_to_string(&args.out) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.out.display())),
     };
-    let updated = splice(existing.as_deref(), &section);
-    std::fs::write(&args.out, updated)
+    for name in sections {
+        let ((section, table), markers) = match name {
+            "crm" => (
+                crate::crm_report::section(dir)?,
+                (crate::crm_report::START, crate::crm_report::END),
+            ),
+            _ => (section(dir)?, (START, END)),
+        };
+        text = Some(splice(text.as_deref(), &section, markers));
+        println!("{table}");
+    }
+    std::fs::write(&args.out, text.unwrap_or_default())
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("{table}");
     println!("written to {}", args.out.display());
     Ok(())
 }
@@ -412,7 +449,7 @@ mod tests {
 
     #[test]
     fn creates_the_file_with_a_preamble() {
-        let out = splice(None, &generated("one"));
+        let out = splice(None, &generated("one"), (START, END));
         assert!(out.starts_with("# Benchmarks"));
         assert!(out.ends_with(&format!("{}\n", generated("one"))));
     }
@@ -423,7 +460,7 @@ mod tests {
             "# B\n\nintro\n\n{}\n\n## Issue 7\n\nkept\n",
             generated("old")
         );
-        let out = splice(Some(&before), &generated("new"));
+        let out = splice(Some(&before), &generated("new"), (START, END));
         assert_eq!(
             out,
             format!(
@@ -435,8 +472,24 @@ mod tests {
 
     #[test]
     fn appends_the_section_when_the_markers_are_missing() {
-        let out = splice(Some("# B\n\n## Other\n"), &generated("x"));
+        let out = splice(Some("# B\n\n## Other\n"), &generated("x"), (START, END));
         assert_eq!(out, format!("# B\n\n## Other\n\n{}\n", generated("x")));
+    }
+
+    #[test]
+    fn keeps_the_other_sections() {
+        let crm = (crate::crm_report::START, crate::crm_report::END);
+        let crm_section = |body: &str| format!("{}\n{body}\n{}", crm.0, crm.1);
+        let both = splice(
+            Some(&splice(None, &generated("f1"), (START, END))),
+            &crm_section("c1"),
+            crm,
+        );
+        let out = splice(Some(&both), &generated("f2"), (START, END));
+        assert!(out.contains(&generated("f2")) && out.contains(&crm_section("c1")));
+        let out = splice(Some(&out), &crm_section("c2"), crm);
+        assert!(out.contains(&generated("f2")) && out.contains(&crm_section("c2")));
+        assert!(!out.contains("f1") && !out.contains("c1"));
     }
 
     #[test]

@@ -30,9 +30,13 @@ impl EventHandler for AuditConsumer {
     }
 
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        self.handle_batch(&[event]).await
+    }
+
+    async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
         // The insert itself is idempotent (`ON CONFLICT (id) DO NOTHING`), so no separate
         // dedup row is needed.
-        store::insert_audit(&self.db, event).await?;
+        store::insert_audit(&self.db, events).await?;
         Ok(())
     }
 }

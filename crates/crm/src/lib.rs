@@ -21,6 +21,7 @@ use platform::caller::{AuthContext, TenantScope};
 use platform::config::DatabaseSettings;
 use platform::db::{Db, MigrationFile};
 use platform::events::{Actor, EventHandler, Outbox};
+use platform::group::GroupWriter;
 use platform::service::ServiceInfo;
 use platform::tenants::TenantReplica;
 use platform::ApiError;
@@ -64,6 +65,8 @@ impl Default for Config {
 
 struct Inner {
     db: Db,
+    /// Creates arriving together share one transaction (see `platform::group`).
+    writes: GroupWriter,
     outbox: Outbox,
     auth: AuthContext,
     config: Config,
@@ -88,6 +91,9 @@ impl FromRef<Crm> for AuthContext {
     }
 }
 
+/// Most writes one group commit carries.
+const GROUP_COMMIT_MAX: usize = 64;
+
 /// The demo customers [`Crm::seed_demo`] creates: first name, last name, email, status.
 const DEMO_CUSTOMERS: &[(&str, &str, &str, &str)] = &[
     ("Alice", "Martin", "alice.martin@acme.example", "customer"),
@@ -98,6 +104,7 @@ impl Crm {
     /// The CRM on its (migrated) database, announcing through `outbox`.
     pub fn new(db: Db, outbox: Outbox, auth: AuthContext, config: Config) -> Self {
         Crm(Arc::new(Inner {
+            writes: GroupWriter::spawn(db.clone(), GROUP_COMMIT_MAX),
             db,
             outbox,
             auth,
@@ -121,6 +128,10 @@ impl Crm {
 
     pub(crate) fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    pub(crate) fn writes(&self) -> &GroupWriter {
+        &self.0.writes
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -159,6 +170,7 @@ impl Crm {
         for (first_name, last_name, email, status) in DEMO_CUSTOMERS {
             let customer = store::create_customer(
                 &self.0.db,
+                &self.0.writes,
                 &scope,
                 store::NewCustomer {
                     first_name: first_name.to_string(),

@@ -135,6 +135,16 @@ pub trait EventHandler: Send + Sync {
     fn wants(&self, event_type: &str) -> bool;
     /// Applies the event; must be idempotent (use [`begin_once`]).
     async fn handle(&self, event: &Event) -> Result<(), HandlerError>;
+
+    /// Applies several events in order (those this consumer wants, from one pass of a
+    /// relay). A consumer that can apply them together (one transaction) overrides this; a
+    /// failure may leave some applied, and they are delivered again one by one.
+    async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
+        for event in events {
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Begins a transaction that applies `event` for `consumer`, or `None` when that consumer
@@ -185,6 +195,28 @@ impl Bus {
         if let Ok(mut handlers) = self.handlers.write() {
             handlers.push(handler);
         }
+    }
+
+    /// Delivers `events`, in order, to every interested handler, each handler taking all of
+    /// its events at once; fails if any handler fails.
+    pub async fn publish_batch(&self, events: &[Event]) -> Result<(), HandlerError> {
+        let handlers: Vec<Arc<dyn EventHandler>> = match self.handlers.read() {
+            Ok(h) => h.iter().cloned().collect(),
+            Err(_) => return Err(HandlerError("event bus poisoned".into())),
+        };
+        for handler in handlers {
+            let wanted: Vec<&Event> = events
+                .iter()
+                .filter(|e| handler.wants(&e.event_type))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            handler.handle_batch(&wanted).await.map_err(|e| {
+                HandlerError(format!("{} failed on a batch: {}", handler.name(), e.0))
+            })?;
+        }
+        Ok(())
     }
 
     /// Delivers `event` to every interested handler; fails if any of them fails.
@@ -252,25 +284,39 @@ impl Outbox {
             if rows.is_empty() {
                 return Ok(delivered);
             }
-            let mut done: Vec<String> = Vec::with_capacity(rows.len());
-            let mut failure = None;
+            let mut decoded: Vec<(String, Option<Event>)> = Vec::with_capacity(rows.len());
             for row in &rows {
                 let id: String = row.try_get("id")?;
                 let envelope: String = row.try_get("envelope")?;
-                let outcome = match serde_json::from_str::<Event>(&envelope) {
-                    Ok(event) => self.bus.publish(&event).await,
+                match serde_json::from_str::<Event>(&envelope) {
+                    Ok(event) => decoded.push((id, Some(event))),
                     // An undecodable row can never be delivered; dropping it keeps the
                     // rest of the outbox moving, and it is logged for the operator.
                     Err(e) => {
                         tracing::error!(event_id = %id, error = %e, "dropping undecodable outbox row");
-                        Ok(())
+                        decoded.push((id, None));
                     }
-                };
-                match outcome {
-                    Ok(()) => done.push(id),
-                    Err(e) => {
-                        failure = Some((id, e));
-                        break;
+                }
+            }
+            // The whole pass at once first (consumers may apply it in one transaction);
+            // after a failure, one event at a time, to stop exactly at the failing one.
+            let events: Vec<Event> = decoded.iter().filter_map(|(_, e)| e.clone()).collect();
+            let mut done: Vec<String> = Vec::with_capacity(rows.len());
+            let mut failure = None;
+            if self.bus.publish_batch(&events).await.is_ok() {
+                done.extend(decoded.into_iter().map(|(id, _)| id));
+            } else {
+                for (id, event) in decoded {
+                    let outcome = match &event {
+                        Some(event) => self.bus.publish(event).await,
+                        None => Ok(()),
+                    };
+                    match outcome {
+                        Ok(()) => done.push(id),
+                        Err(e) => {
+                            failure = Some((id, e));
+                            break;
+                        }
                     }
                 }
             }
@@ -385,7 +431,8 @@ mod tests {
         let handler = Arc::new(Counting {
             db: db.clone(),
             seen: AtomicUsize::new(0),
-            fail_first: AtomicUsize::new(1),
+            // Fails the batch delivery and the one-by-one retry of the same pass.
+            fail_first: AtomicUsize::new(2),
         });
         bus.subscribe(handler.clone());
         let outbox = Outbox::new(db.clone(), bus.clone());

@@ -11,6 +11,7 @@ pub mod db;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod group;
 pub mod http;
 pub mod ids;
 pub mod page;

@@ -6,6 +6,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::Any;
 
+use crate::db::Backend;
 use crate::error::{ApiError, ApiResult};
 
 /// A bound value of a dynamically assembled query.
@@ -75,6 +76,34 @@ impl From<i64> for Arg {
     }
 }
 
+/// `(…), (…)` for a multi-row `INSERT … VALUES`: `rows` rows of `columns` placeholders,
+/// bound row after row. PostgreSQL gets `$1, $2, …`; SQLite gets anonymous `?`, because it
+/// finds numbered placeholders by walking a list, which makes binding a large statement
+/// quadratic in its size.
+pub fn values_list(backend: Backend, rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * (columns * 6 + 4));
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(r * columns + c + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Refuses a change based on a version other than the current one (409 with the current).
 pub fn check_version(expected: Option<i64>, current: i64) -> ApiResult<()> {
     match expected {
@@ -105,6 +134,12 @@ mod tests {
         c.and(format!("b > {b}"));
         assert_eq!(c.where_sql(), " WHERE a = $1 AND b > $2");
         assert_eq!(Conditions::default().where_sql(), "");
+    }
+
+    #[test]
+    fn values_lists_per_backend() {
+        assert_eq!(values_list(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(values_list(Backend::Postgres, 2, 2), "($1, $2), ($3, $4)");
     }
 
     #[test]

@@ -14,29 +14,44 @@ use crate::model::{ActionFilter, AuditActor, AuditEntry};
 
 // Audit log
 
-/// Stores one event as an audit entry; a redelivered event changes nothing.
-pub async fn insert_audit(db: &Db, event: &Event) -> Result<(), sqlx::Error> {
-    let detail = serde_json::to_string(&event.data)
-        .map_err(|e| sqlx::Error::Protocol(format!("event data encoding: {e}")))?;
-    // One statement: autocommit is its transaction.
-    sqlx::query(&format!(
-        "INSERT INTO audit_log ({AUDIT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
-    ))
-    .bind(&event.id)
-    .bind(event.occurred_at.millis())
-    .bind(event.actor.id.clone())
-    .bind(&event.actor.role)
-    .bind(event.actor.name.clone())
-    .bind(event.tenant_id.clone())
-    .bind(&event.event_type)
-    .bind(&event.aggregate_id)
-    .bind(event.actor.request_id.clone())
-    .bind(event.actor.ip.clone())
-    .bind(detail)
-    .execute(db.writer())
-    .await?;
-    Ok(())
+/// Audit rows per statement (11 values each).
+const AUDIT_BATCH: usize = 40;
+
+/// Writes audit entries for `events` in one transaction; an event already recorded (same
+/// id) is left as it is, so redelivery is harmless.
+pub async fn insert_audit(db: &Db, events: &[&Event]) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for chunk in events.chunks(AUDIT_BATCH) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let p: Vec<String> = (1..=11).map(|c| format!("${}", r * 11 + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for event in chunk {
+            let detail = serde_json::to_string(&event.data)
+                .map_err(|e| sqlx::Error::Protocol(format!("event data encoding: {e}")))?;
+            q = q
+                .bind(&event.id)
+                .bind(event.occurred_at.millis())
+                .bind(event.actor.id.clone())
+                .bind(&event.actor.role)
+                .bind(event.actor.name.clone())
+                .bind(event.tenant_id.clone())
+                .bind(&event.event_type)
+                .bind(&event.aggregate_id)
+                .bind(event.actor.request_id.clone())
+                .bind(event.actor.ip.clone())
+                .bind(detail);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await
 }
 
 /// Filters of the audit log.

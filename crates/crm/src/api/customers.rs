@@ -179,8 +179,14 @@ pub(super) async fn create(
         tags: tags(&body.tags)?,
         custom: body.custom,
     };
-    let customer =
-        store::create_customer(crm.db(), &member.scope, new, &member.caller.actor()).await?;
+    let customer = store::create_customer(
+        crm.db(),
+        crm.writes(),
+        &member.scope,
+        new,
+        &member.caller.actor(),
+    )
+    .await?;
     crm.announce();
     Ok((
         StatusCode::CREATED,

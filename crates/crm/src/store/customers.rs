@@ -5,9 +5,11 @@ use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::error::on_unique;
 use platform::events::{record, Actor};
+use platform::group::GroupWriter;
 use platform::ids::{new_id, Timestamp};
 use platform::sql::{check_version, lost_race, Conditions};
 use platform::validate::Email;
+use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
@@ -274,14 +276,22 @@ async fn insert_tags(
     id: &str,
     tags: &[String],
 ) -> ApiResult<()> {
-    for tag in tags {
-        sqlx::query("INSERT INTO customer_tags (tenant_id, tag, customer_id) VALUES ($1, $2, $3)")
-            .bind(scope.tenant_id())
-            .bind(tag)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+    if tags.is_empty() {
+        return Ok(());
     }
+    // One statement for all of them: `$1` the tenant, `$2` the customer, then one per tag.
+    let rows: Vec<String> = (0..tags.len())
+        .map(|i| format!("($1, ${}, $2)", i + 3))
+        .collect();
+    let sql = format!(
+        "INSERT INTO customer_tags (tenant_id, tag, customer_id) VALUES {}",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(&sql).bind(scope.tenant_id()).bind(id);
+    for tag in tags {
+        q = q.bind(tag);
+    }
+    q.execute(conn).await?;
     Ok(())
 }
 
@@ -302,14 +312,19 @@ async fn check_customer(
     merge_custom(&defs, current_custom, custom_changes).map_err(invalid_fields)
 }
 
-/// Creates a customer and records `crm.customer.created`.
+/// Creates a customer and records `crm.customer.created`. The write joins the next group
+/// commit; custom values are checked against the definitions as they are now, the company
+/// inside the writing transaction.
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn create_customer(
     db: &Db,
+    writes: &GroupWriter,
     scope: &TenantScope,
     new: NewCustomer,
     actor: &Actor,
 ) -> ApiResult<Customer> {
+    let defs = field_definitions(db.reader(), scope, Entity::Customer).await?;
+    let custom = merge_custom(&defs, &Map::new(), &new.custom).map_err(invalid_fields)?;
     let now = Timestamp::now();
     let mut customer = Customer {
         id: new_id(),
@@ -322,32 +337,49 @@ pub async fn create_customer(
         status: new.status,
         owner_id: new.owner_id,
         tags: new.tags,
-        custom: Map::new(),
+        custom,
         created_at: now,
         updated_at: now,
         version: 1,
     };
-    let mut tx = db.begin().await?;
-    customer.custom =
-        check_customer(&mut tx, scope, &customer, &Map::new(), &new.custom, true).await?;
-    insert_customer(&mut tx, scope, &customer).await?;
-    record(
-        &mut tx,
-        &events::changed(
-            "customer",
-            "created",
-            scope.tenant_id(),
-            &customer.id,
-            actor,
-            CUSTOMER_FIELDS,
-        ),
-    )
-    .await?;
-    let created = customer_by_id(&mut *tx, scope, &customer.id)
+    let event = events::changed(
+        "customer",
+        "created",
+        scope.tenant_id(),
+        &customer.id,
+        actor,
+        CUSTOMER_FIELDS,
+    );
+    let (row, scope) = (customer.clone(), scope.clone());
+    customer.company_name = writes
+        .write(move |conn| {
+            let (row, scope, event) = (row.clone(), scope.clone(), event.clone());
+            Box::pin(async move {
+                let company_name = match &row.company_id {
+                    Some(company) => Some(company_name(conn, &scope, company).await?),
+                    None => None,
+                };
+                insert_customer(conn, &scope, &row).await?;
+                record(conn, &event).await?;
+                Ok(company_name)
+            })
+        })
+        .await?;
+    Ok(customer)
+}
+
+/// The name of a company of the scope's tenant; 422 on `company_id` when there is none.
+async fn company_name(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+    company_id: &str,
+) -> ApiResult<String> {
+    sqlx::query_scalar("SELECT name FROM companies WHERE tenant_id = $1 AND id = $2")
+        .bind(scope.tenant_id())
+        .bind(company_id)
+        .fetch_optional(conn)
         .await?
-        .ok_or_else(|| ApiError::not_found("customer"))?;
-    tx.commit().await?;
-    Ok(created)
+        .ok_or_else(|| Invalid::new("company_id", "no such company in this tenant").into())
 }
 
 /// Changes to a customer (validated); `Some(None)` clears an optional field.
