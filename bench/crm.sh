@@ -3,13 +3,15 @@
 # RESULTS, PORT, BASE, SECS, LOGIN_BODY, SERVER_PID, CRM_DIR and PG_DBS for the cleanup).
 # See bench/README.md.
 #
-# Settings (environment): BENCH_CRM_CONNECTIONS (8) for the read, list and create loads and
-# their raw references, BENCH_CRM_SCALE_CONNECTIONS (2) for the list latency by size,
-# BENCH_CRM_DEEP_PAGES (150) pages followed before the deep page, BENCH_CRM_IMPORT_ROWS
+# Settings (environment): BENCH_CRM_CONNECTIONS (8) for the read and list loads and their
+# raw references, BENCH_CRM_CREATE_CONNECTIONS (32) for the create load and its raw
+# reference (concurrent writers are what group commit is for), BENCH_CRM_SCALE_CONNECTIONS (2)
+# for the list latency by size, BENCH_CRM_DEEP_PAGES (150) pages followed before the deep page, BENCH_CRM_IMPORT_ROWS
 # (100000) rows of the timed import, BENCH_PG_URL (postgres://postgres@127.0.0.1:5432)
 # the PostgreSQL server ("none" skips PostgreSQL).
 
 CRM_C=${BENCH_CRM_CONNECTIONS:-8}
+CREATE_C=${BENCH_CRM_CREATE_CONNECTIONS:-32}
 SCALE_C=${BENCH_CRM_SCALE_CONNECTIONS:-2}
 DEEP_PAGES=${BENCH_CRM_DEEP_PAGES:-150}
 IMPORT_ROWS=${BENCH_CRM_IMPORT_ROWS:-100000}
@@ -119,14 +121,14 @@ crm_loads() { # file prefix (sqlite or pg), database URL
     --concurrency "$CRM_C" >"$RESULTS/crm-$1-raw-list.json"
 
   wait_quiet "$1 create"
-  log "$1: POST /api/crm/customers, $CRM_C connections for ${SECS} s"
-  "${OHA[@]}" -z "${SECS}s" -c "$CRM_C" -m POST -H "authorization: Bearer $TOKEN" \
+  log "$1: POST /api/crm/customers, $CREATE_C connections for ${SECS} s"
+  "${OHA[@]}" -z "${SECS}s" -c "$CREATE_C" -m POST -H "authorization: Bearer $TOKEN" \
     -H 'content-type: application/json' -d "$CREATE_BODY" \
     "$BASE/api/crm/customers" >"$RESULTS/crm-$1-create.json"
   wait_quiet "$1 raw insert"
-  log "$1: raw INSERT transactions, $CRM_C tasks for ${SECS} s"
+  log "$1: raw INSERT transactions, $CREATE_C tasks for ${SECS} s"
   "$HELPER" raw-insert --url "$2" --tenant "$TENANT" --owner "$USER_ID" --seconds "$SECS" \
-    --concurrency "$CRM_C" >"$RESULTS/crm-$1-raw-insert.json"
+    --concurrency "$CREATE_C" >"$RESULTS/crm-$1-raw-insert.json"
 }
 
 IMPORT_CSV=$CRM_DIR/import.csv
@@ -246,7 +248,7 @@ crm_stop
 rm -rf "$CRM_DIR/scale"
 
 # --- the CRM run's facts, for the report ------------------------------------------------
-export SECS PORT QUIET COMMAND CRM_C SCALE_C DEEP_PAGES CUSTOMERS_SQLITE CUSTOMERS_PG PG_RUN \
+export SECS PORT QUIET COMMAND CRM_C CREATE_C SCALE_C DEEP_PAGES CUSTOMERS_SQLITE CUSTOMERS_PG PG_RUN \
   PG_BASE PG_VERSION
 python3 - >"$RESULTS/crm-run.json" <<'EOF'
 import datetime, json, os
@@ -259,6 +261,7 @@ print(json.dumps({
     "seconds": float(e["SECS"]),
     "port": e["PORT"],
     "connections": e["CRM_C"],
+    "create_connections": e["CREATE_C"],
     "scale_connections": e["SCALE_C"],
     "deep_pages": int(e["DEEP_PAGES"]),
     "customers_sqlite": int(e["CUSTOMERS_SQLITE"]),

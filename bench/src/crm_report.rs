@@ -228,6 +228,10 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
     let run = read_json(&dir.join(RUN_FILE))?;
     let seconds = field(&run, "/seconds")?;
     let connections = text(&run, "/connections");
+    let create_connections = match text(&run, "/create_connections").as_str() {
+        "" | "?" => connections.clone(),
+        n => n.to_string(),
+    };
     let health = Load::from_oha(&read_json(&dir.join("crm-sqlite-health.json"))?)
         .context("crm-sqlite-health.json")?;
     let sqlite = Backend::load(dir, "sqlite", "SQLite")?;
@@ -355,9 +359,10 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
     let _ = writeln!(
         s,
         "- Creates: `POST /api/crm/customers` with `{{\"first_name\": \"Bench\"}}` (no email, \
-         so every request creates a customer). Reference: `metatron-bench raw-insert`, one \
-         row per `BEGIN; INSERT; COMMIT` into the same table ({connections} tasks; on SQLite \
-         through one connection, as the server's single writer)."
+         so every request creates a customer), {create_connections} connections: concurrent \
+         creates share a transaction (group commit). Reference: `metatron-bench raw-insert`, \
+         one row per `BEGIN; INSERT; COMMIT` into the same table ({create_connections} tasks; \
+         on SQLite through one connection, as the server's single writer)."
     );
     match pg_url {
         Some(url) => {
