@@ -11,3 +11,4 @@ mod isolation;
 mod notes;
 mod permissions;
 mod pipelines;
+mod tenant;
