@@ -4,7 +4,7 @@ use super::Removal;
 use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::events::{record, Actor};
-use platform::ids::{is_uuid, new_id, Timestamp};
+use platform::ids::{new_id, Timestamp};
 use platform::sql::{check_version, lost_race, Conditions};
 use platform::{ApiError, ApiResult};
 use serde_json::{Map, Value};
@@ -127,17 +127,15 @@ pub async fn company_by_id<'e>(
     scope: &TenantScope,
     id: &str,
 ) -> ApiResult<Option<Company>> {
-    if !is_uuid(id) {
-        return Ok(None);
-    }
-    let row = sqlx::query(&format!(
-        "SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(scope.tenant_id())
-    .bind(id)
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.as_ref().map(company_from_row).transpose()?)
+    super::row_by_id(
+        ex,
+        scope,
+        "companies",
+        COMPANY_COLUMNS,
+        id,
+        company_from_row,
+    )
+    .await
 }
 
 /// A new company (validated; custom values checked here).
@@ -262,21 +260,7 @@ pub async fn update_company(
     check_version(expected, current.version)?;
     let mut next = current.clone();
     let mut changed: Vec<&str> = Vec::new();
-    macro_rules! apply {
-        ($field:ident) => {
-            if let Some(v) = changes.$field {
-                if v != next.$field {
-                    next.$field = v;
-                    changed.push(stringify!($field));
-                }
-            }
-        };
-    }
-    apply!(name);
-    apply!(domain);
-    apply!(industry);
-    apply!(size);
-    apply!(address);
+    apply_changes!(changes, next, changed; name, domain, industry, size, address);
     let custom_changes = changes.custom.unwrap_or_default();
     next.custom = check_custom(&mut tx, scope, &current.custom, &custom_changes).await?;
     if next.custom != current.custom {

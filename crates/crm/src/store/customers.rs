@@ -423,23 +423,7 @@ pub async fn update_customer(
     check_version(expected, current.version)?;
     let mut next = current.clone();
     let mut changed: Vec<&str> = Vec::new();
-    macro_rules! apply {
-        ($field:ident) => {
-            if let Some(v) = changes.$field {
-                if v != next.$field {
-                    next.$field = v;
-                    changed.push(stringify!($field));
-                }
-            }
-        };
-    }
-    apply!(first_name);
-    apply!(last_name);
-    apply!(phone);
-    apply!(company_id);
-    apply!(status);
-    apply!(owner_id);
-    apply!(tags);
+    apply_changes!(changes, next, changed; first_name, last_name, phone, company_id, status, owner_id, tags);
     if let Some(email) = changes.email {
         let email = email.map(Email::into_string);
         if email != next.email {

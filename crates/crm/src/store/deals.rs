@@ -9,7 +9,7 @@ use super::Removal;
 use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::events::{record, Actor};
-use platform::ids::{is_uuid, new_id, Timestamp};
+use platform::ids::{new_id, Timestamp};
 use platform::sql::{check_version, lost_race, Conditions};
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
@@ -241,17 +241,7 @@ pub async fn deal_by_id<'e>(
     scope: &TenantScope,
     id: &str,
 ) -> ApiResult<Option<Deal>> {
-    if !is_uuid(id) {
-        return Ok(None);
-    }
-    let row = sqlx::query(&format!(
-        "SELECT {DEAL_COLUMNS} FROM deals WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(scope.tenant_id())
-    .bind(id)
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.as_ref().map(deal_from_row).transpose()?)
+    super::row_by_id(ex, scope, "deals", DEAL_COLUMNS, id, deal_from_row).await
 }
 
 /// A new deal (validated; references, stage and custom values checked here).
@@ -591,23 +581,7 @@ pub async fn update_deal(
     let now = Timestamp::now();
     let mut next = current.clone();
     let mut changed: Vec<&str> = Vec::new();
-    macro_rules! apply {
-        ($field:ident) => {
-            if let Some(v) = changes.$field.clone() {
-                if v != next.$field {
-                    next.$field = v;
-                    changed.push(stringify!($field));
-                }
-            }
-        };
-    }
-    apply!(title);
-    apply!(value);
-    apply!(currency);
-    apply!(customer_id);
-    apply!(company_id);
-    apply!(owner_id);
-    apply!(expected_close);
+    apply_changes!(changes, next, changed; title, value, currency, customer_id, company_id, owner_id, expected_close);
     let pipeline_id = changes
         .pipeline_id
         .clone()

@@ -5,7 +5,7 @@ use platform::caller::TenantScope;
 use platform::db::{escape_like, Db};
 use platform::error::on_unique;
 use platform::events::{record, Actor};
-use platform::ids::{is_uuid, new_id, Timestamp};
+use platform::ids::{new_id, Timestamp};
 use platform::sql::{check_version, lost_race};
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
@@ -89,17 +89,15 @@ pub async fn field_by_id<'e>(
     scope: &TenantScope,
     id: &str,
 ) -> ApiResult<Option<FieldDefinition>> {
-    if !is_uuid(id) {
-        return Ok(None);
-    }
-    let row = sqlx::query(&format!(
-        "SELECT {FIELD_COLUMNS} FROM field_definitions WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(scope.tenant_id())
-    .bind(id)
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.as_ref().map(field_from_row).transpose()?)
+    super::row_by_id(
+        ex,
+        scope,
+        "field_definitions",
+        FIELD_COLUMNS,
+        id,
+        field_from_row,
+    )
+    .await
 }
 
 /// A new definition (validated: name, label, and options that fit the kind).
@@ -237,19 +235,7 @@ pub async fn update_field(
     }
     let mut next = current.clone();
     let mut changed: Vec<&str> = Vec::new();
-    macro_rules! apply {
-        ($field:ident) => {
-            if let Some(v) = changes.$field {
-                if v != next.$field {
-                    next.$field = v;
-                    changed.push(stringify!($field));
-                }
-            }
-        };
-    }
-    apply!(label);
-    apply!(options);
-    apply!(required);
+    apply_changes!(changes, next, changed; label, options, required);
     if changed.is_empty() {
         return Ok(current);
     }

@@ -3,6 +3,22 @@
 //! limited to its tenant; writes run in one transaction together with their outbox rows.
 //! Handlers never write SQL; they call these.
 
+// Defined before the modules below so that they see it.
+/// Applies each named field of `$changes` (an `Option` per field) to `$next` when it is
+/// given and differs, naming it in `$changed` (the fields a change event reports).
+macro_rules! apply_changes {
+    ($changes:ident, $next:ident, $changed:ident; $($field:ident),+ $(,)?) => {
+        $(
+            if let Some(v) = &$changes.$field {
+                if *v != $next.$field {
+                    $next.$field = v.clone();
+                    $changed.push(stringify!($field));
+                }
+            }
+        )+
+    };
+}
+
 mod companies;
 mod customers;
 mod deals;
@@ -29,6 +45,7 @@ use platform::sql::{check_version, lost_race, Arg, Conditions};
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
 use serde_json::{Map, Value};
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor};
 
 /// A sort order of a list: a column with an index `(tenant_id, column, id)`, and a
@@ -195,6 +212,29 @@ pub async fn delete_record(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The row `id` of `table` in the scope's tenant, read as `columns` and decoded by
+/// `decode`; `None` for an id that is not a UUID or not in the tenant.
+pub(crate) async fn row_by_id<'e, T>(
+    ex: impl Executor<'e, Database = Any>,
+    scope: &TenantScope,
+    table: &str,
+    columns: &str,
+    id: &str,
+    decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> ApiResult<Option<T>> {
+    if !is_uuid(id) {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!(
+        "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(scope.tenant_id())
+    .bind(id)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.as_ref().map(decode).transpose()?)
 }
 
 /// Starts the conditions of a tenant's list: `tenant_id = $1` (a prefix of every index).

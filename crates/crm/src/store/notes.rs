@@ -147,17 +147,7 @@ pub async fn note_by_id<'e>(
     scope: &TenantScope,
     id: &str,
 ) -> ApiResult<Option<Note>> {
-    if !platform::ids::is_uuid(id) {
-        return Ok(None);
-    }
-    let row = sqlx::query(&format!(
-        "SELECT {NOTE_COLUMNS} FROM notes WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(scope.tenant_id())
-    .bind(id)
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.as_ref().map(note_from_row).transpose()?)
+    super::row_by_id(ex, scope, "notes", NOTE_COLUMNS, id, note_from_row).await
 }
 
 /// Refuses a note that breaks the rules every note keeps: it is about at least one
@@ -327,22 +317,7 @@ pub async fn update_note(
     check_version(expected, current.version)?;
     let mut next = current.clone();
     let mut changed: Vec<&str> = Vec::new();
-    macro_rules! apply {
-        ($field:ident) => {
-            if let Some(v) = changes.$field {
-                if v != next.$field {
-                    next.$field = v;
-                    changed.push(stringify!($field));
-                }
-            }
-        };
-    }
-    apply!(body);
-    apply!(customer_id);
-    apply!(company_id);
-    apply!(deal_id);
-    apply!(due_on);
-    apply!(done);
+    apply_changes!(changes, next, changed; body, customer_id, company_id, deal_id, due_on, done);
     check_note_rules(&next)?;
     if changed.is_empty() {
         return Ok(current);
