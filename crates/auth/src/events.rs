@@ -3,6 +3,7 @@
 //! Emitted (all with the acting user, request id and IP in the envelope):
 //! `auth.user.created|updated|deleted`, `auth.login.succeeded|failed`,
 //! `auth.session.revoked`, `auth.password.changed`, `auth.keys.rotated`.
+//! `auth.user.*` carry the user's current `status` (CDX counts active users from it).
 
 use async_trait::async_trait;
 use platform::events::{begin_once, Event, EventHandler, HandlerError};

@@ -114,7 +114,7 @@ pub(crate) async fn create(
         Some(scope.tenant_id()),
         &user.id,
         actor,
-        json!({ "email": user.email, "role": user.role }),
+        json!({ "email": user.email, "role": user.role, "status": user.status.as_str() }),
     );
     let mut tx = auth.0.db.begin().await?;
     store::insert_user(&mut tx, scope, &user)
@@ -250,7 +250,7 @@ impl Auth {
                 Some(scope.tenant_id()),
                 id,
                 &actor,
-                json!({ "changed": changed }),
+                json!({ "changed": changed, "status": next.status.as_str() }),
             ),
         )
         .await?;
@@ -311,7 +311,7 @@ impl Auth {
                 Some(scope.tenant_id()),
                 id,
                 &caller.actor(),
-                json!({ "email": user.email }),
+                json!({ "email": user.email, "status": user.status.as_str() }),
             ),
         )
         .await?;

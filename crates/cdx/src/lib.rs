@@ -5,11 +5,17 @@
 //! to its outbox in the same transaction as the change), builds the audit log from every
 //! service's events, and answers auth's one synchronous question — "are these superadmin
 //! credentials valid?" — through [`platform::directory::AdminDirectory`]. Its HTTP API under
-//! `/api/cdx` is for the superadmin only.
+//! `/api/cdx` is for the superadmin only, except `/api/cdx/tenant-audit` and
+//! `/api/cdx/tenant-stream`, a tenant's own audit trail (stored and live) for its admins.
+//! The audit log is a tamper-evident hash chain ([`chain`]), streamed live over SSE as it
+//! is committed.
 
+pub mod aggregates;
 mod api;
 mod audit;
+pub mod chain;
 pub mod events;
+mod live;
 pub mod model;
 mod store;
 
@@ -35,11 +41,23 @@ use crate::model::{Slug, Username};
 use platform::password::{check_policy, MAX_PASSWORD_BYTES};
 
 /// CDX's migrations (versions from 100; the kernel's own come first).
-pub const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
-    version: 100,
-    name: "registry",
-    sql: include_str!("../migrations/0100_registry.sql"),
-}];
+pub const MIGRATIONS: &[MigrationFile] = &[
+    MigrationFile {
+        version: 100,
+        name: "registry",
+        sql: include_str!("../migrations/0100_registry.sql"),
+    },
+    MigrationFile {
+        version: 101,
+        name: "audit_chain",
+        sql: include_str!("../migrations/0101_audit_chain.sql"),
+    },
+    MigrationFile {
+        version: 102,
+        name: "aggregates",
+        sql: include_str!("../migrations/0102_aggregates.sql"),
+    },
+];
 
 /// The CDX service.
 pub const SERVICE: ServiceInfo = ServiceInfo {
@@ -54,6 +72,38 @@ pub const SERVICE: ServiceInfo = ServiceInfo {
 pub struct Config {
     /// Database of the service.
     pub database: DatabaseSettings,
+    /// The audit trail's signed checkpoints.
+    pub audit: AuditSettings,
+}
+
+/// Settings of the audit trail (`[cdx.audit]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A signed checkpoint at the latest once this many entries were appended since the last.
+    pub checkpoint_every: u64,
+    /// A signed checkpoint of the head at least this often while entries arrive (seconds).
+    pub checkpoint_interval_secs: u64,
+    /// Committed batches a live stream (`/api/cdx/stream`) may fall behind before it is
+    /// dropped.
+    pub stream_buffer: usize,
+    /// Live streams open at once; more answer 503.
+    pub max_streams: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 60,
+            stream_buffer: 1024,
+            max_streams: 100,
+        }
+    }
+}
+
+fn feed_of(audit: &AuditSettings) -> live::Feed {
+    live::Feed::new(audit.stream_buffer, audit.max_streams)
 }
 
 /// The demo superadmin [`Cdx::seed_demo`] creates.
@@ -72,6 +122,8 @@ struct Inner {
     outbox: Outbox,
     auth: AuthContext,
     hashing: PasswordHashing,
+    audit: AuditSettings,
+    feed: live::Feed,
 }
 
 /// The CDX service: its database, outbox, token verification and password hashing. Cheap to
@@ -104,6 +156,21 @@ impl Cdx {
             outbox,
             auth,
             hashing,
+            audit: AuditSettings::default(),
+            feed: feed_of(&AuditSettings::default()),
+        }))
+    }
+
+    /// The same CDX with these audit trail settings (call while wiring, before
+    /// [`Cdx::audit_consumer`]).
+    pub fn with_audit(self, audit: AuditSettings) -> Self {
+        Cdx(Arc::new(Inner {
+            db: self.0.db.clone(),
+            outbox: self.0.outbox.clone(),
+            auth: self.0.auth.clone(),
+            hashing: self.0.hashing.clone(),
+            feed: feed_of(&audit),
+            audit,
         }))
     }
 
@@ -115,11 +182,69 @@ impl Cdx {
     /// The consumer that turns every event of every service into an audit log entry;
     /// subscribe it to the bus.
     pub fn audit_consumer(&self) -> Arc<dyn EventHandler> {
-        Arc::new(audit::AuditConsumer::new(self.0.db.clone()))
+        let every = i64::try_from(self.0.audit.checkpoint_every).unwrap_or(i64::MAX);
+        Arc::new(audit::AuditConsumer::new(
+            self.0.db.clone(),
+            every,
+            self.0.feed.clone(),
+        ))
+    }
+
+    /// The consumer that keeps the aggregates (tenant summaries, platform overview) from
+    /// every service's events; subscribe it to the bus.
+    pub fn aggregates_consumer(&self) -> Arc<dyn EventHandler> {
+        Arc::new(aggregates::Aggregates::new(self.0.db.clone()))
+    }
+
+    /// Recomputes every aggregate by replaying the audit log and reports the counters that
+    /// differed (drift). With `apply` the recomputed aggregates replace the kept ones (also
+    /// the backfill after upgrading to a version with aggregates); else nothing changes.
+    pub async fn rebuild_aggregates(
+        &self,
+        apply: bool,
+    ) -> Result<Vec<aggregates::Drift>, ApiError> {
+        store::rebuild_aggregates(&self.0.db, apply).await
+    }
+
+    /// Chains the audit entries written before the hash chain existed (a one-time backfill
+    /// after the upgrade; a no-op afterwards). Returns how many were chained.
+    pub async fn prepare_audit_chain(&self) -> Result<i64, ApiError> {
+        Ok(store::prepare_chain(&self.0.db).await?)
+    }
+
+    /// Signs a checkpoint of the audit chain's head when entries arrived since the last one;
+    /// returns its position.
+    pub async fn checkpoint_audit(&self) -> Result<Option<i64>, ApiError> {
+        Ok(store::checkpoint_now(&self.0.db).await?)
+    }
+
+    /// Signs a checkpoint of the audit chain every `checkpoint_interval_secs` while entries
+    /// arrive; abort the handle to stop.
+    pub fn spawn_audit_checkpoints(&self) -> tokio::task::JoinHandle<()> {
+        let cdx = self.clone();
+        let every = std::time::Duration::from_secs(self.0.audit.checkpoint_interval_secs.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = cdx.checkpoint_audit().await {
+                    tracing::warn!(error = %e, "signing an audit checkpoint failed");
+                }
+            }
+        })
+    }
+
+    /// Walks the whole audit chain and reports the first break, if any.
+    pub async fn verify_audit(&self) -> Result<chain::ChainReport, ApiError> {
+        Ok(chain::verify(&self.0.db).await?)
     }
 
     pub(crate) fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    /// The live feed of committed audit entries.
+    pub(crate) fn feed(&self) -> &live::Feed {
+        &self.0.feed
     }
 
     /// Wakes the relay after a commit that recorded events.

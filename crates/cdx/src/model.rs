@@ -222,6 +222,14 @@ pub struct AuditEntry {
     /// The event's payload.
     #[schema(value_type = Object)]
     pub detail: Value,
+    /// Names of the changed fields, when the event listed them.
+    pub changed: Option<Vec<String>>,
+    /// Position in the audit hash chain (gap-free from 1).
+    pub seq: Option<i64>,
+    /// Hash of the entry before it (64 hex digits; all zeros before entry 1).
+    pub prev_hash: Option<String>,
+    /// `hex(SHA-256(prev_hash || canonical encoding of the entry))`.
+    pub hash: Option<String>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@
 //! `crm.company.created|updated|deleted`, `crm.deal.created|updated|stage_changed|closed|deleted`,
 //! `crm.pipeline.created|updated|deleted`, `crm.note.created|updated|deleted`,
 //! `crm.field.created|updated|deleted`, `crm.tenant.purged`.
+//!
+//! The deal events `created|updated|stage_changed|closed` also carry the deal's current
+//! `status`, `value` and `currency` (non-personal facts CDX keeps its pipeline aggregates from).
 
 use async_trait::async_trait;
 use platform::db::Db;

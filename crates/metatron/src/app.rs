@@ -9,7 +9,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use platform::caller::{AuthContext, Revocations};
 use platform::db::{database_url, Db};
-use platform::events::{Bus, Outbox};
+use platform::events::nats::{Nats, NatsConsumer, NatsPublisher, Transport};
+use platform::events::{Bus, Destination, Outbox};
 use platform::password::PasswordHashing;
 use platform::service::ServiceInfo;
 use platform::tenants::TenantReplica;
@@ -42,6 +43,8 @@ pub struct App {
     pub crm: crm::Crm,
     /// Every service database, in start order.
     pub services: Vec<ServiceDb>,
+    /// With the NATS transport: the durable consumer feeding this process's bus.
+    pub nats_consumer: Option<NatsConsumer>,
 }
 
 impl std::fmt::Debug for App {
@@ -72,6 +75,18 @@ impl App {
     /// Opens every service database, applies migrations, and wires the services together.
     pub async fn open(settings: Settings) -> anyhow::Result<App> {
         let bus = Bus::new();
+        // Where the outbox relays hand events: the bus itself, or NATS JetStream (whose
+        // consumer then feeds the bus).
+        let (destination, nats): (Arc<dyn Destination>, Option<Nats>) =
+            match settings.events.transport {
+                Transport::Local => (bus.clone(), None),
+                Transport::Nats => {
+                    let nats = Nats::connect(&settings.events)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("connecting to NATS: {e}"))?;
+                    (NatsPublisher::new(nats.clone()), Some(nats))
+                }
+            };
         let verifier = Verifier::new(&settings.auth.issuer, &settings.auth.audience);
         let revocations = Revocations::new();
         let hashing = PasswordHashing::new(settings.password)?;
@@ -82,16 +97,21 @@ impl App {
         };
 
         let cdx_db = open_db(&settings, cdx::SERVICE, &settings.cdx.database).await?;
-        let cdx_outbox = Outbox::new(cdx_db.clone(), bus.clone());
+        let cdx_outbox = Outbox::with_destination(cdx_db.clone(), destination.clone());
         let cdx = cdx::Cdx::new(
             cdx_db.clone(),
             cdx_outbox.clone(),
             context(&cdx_db),
             hashing.clone(),
-        );
+        )
+        .with_audit(settings.cdx.audit.clone());
+        // Chains audit entries from before the hash chain existed (once, after the upgrade).
+        cdx.prepare_audit_chain()
+            .await
+            .map_err(|e| anyhow::anyhow!("chaining the audit log: {e}"))?;
 
         let auth_db = open_db(&settings, auth::SERVICE, &settings.auth.database).await?;
-        let auth_outbox = Outbox::new(auth_db.clone(), bus.clone());
+        let auth_outbox = Outbox::with_destination(auth_db.clone(), destination.clone());
         let auth = auth::Auth::new(
             auth_db.clone(),
             auth_outbox.clone(),
@@ -104,7 +124,7 @@ impl App {
         .map_err(|e| anyhow::anyhow!("starting auth: {e}"))?;
 
         let crm_db = open_db(&settings, crm::SERVICE, &settings.crm.database).await?;
-        let crm_outbox = Outbox::new(crm_db.clone(), bus.clone());
+        let crm_outbox = Outbox::with_destination(crm_db.clone(), destination.clone());
         let crm = crm::Crm::new(
             crm_db.clone(),
             crm_outbox.clone(),
@@ -113,10 +133,19 @@ impl App {
         );
 
         bus.subscribe(cdx.audit_consumer());
+        bus.subscribe(cdx.aggregates_consumer());
         bus.subscribe(Arc::new(TenantReplica::new(cdx_db.clone())));
         for consumer in auth.consumers().into_iter().chain(crm.consumers()) {
             bus.subscribe(consumer);
         }
+        let nats_consumer = nats.map(|nats| {
+            NatsConsumer::new(
+                nats,
+                bus.clone(),
+                &settings.events.consumer_name("all"),
+                &[cdx::SERVICE.name, auth::SERVICE.name, crm::SERVICE.name],
+            )
+        });
         let services = vec![
             ServiceDb {
                 info: cdx::SERVICE,
@@ -140,12 +169,18 @@ impl App {
             auth,
             crm,
             services,
+            nats_consumer,
         })
     }
 
     /// Delivers every pending event of every service (used by the CLI before it exits, and
     /// at start for events written while the server was down).
+    /// With NATS, each flush publishes and then waits until this process's consumer applied
+    /// what it published, so the consumer is started first.
     pub async fn flush_events(&self) -> anyhow::Result<()> {
+        if let Some(consumer) = &self.nats_consumer {
+            consumer.start();
+        }
         // A consumer may emit events of its own, so repeat until a round delivers nothing.
         for _ in 0..5 {
             let mut delivered = 0;
@@ -165,13 +200,18 @@ impl App {
 
     /// Starts the event relays and housekeeping; the handles stop them when aborted.
     pub fn start_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        if let Some(consumer) = &self.nats_consumer {
+            consumer.start();
+        }
+        let poll = self.settings.events.poll();
         let mut tasks: Vec<_> = self
             .services
             .iter()
-            .map(|s| s.outbox.spawn_relay(Duration::from_secs(1)))
+            .map(|s| s.outbox.spawn_relay(poll))
             .collect();
         tasks.push(self.auth.spawn_maintenance(Duration::from_secs(3600)));
         tasks.push(self.spawn_health_recorder(Duration::from_secs(30)));
+        tasks.push(self.cdx.spawn_audit_checkpoints());
         tasks
     }
 
@@ -220,6 +260,9 @@ impl App {
 
     /// Closes every pool.
     pub async fn close(&self) {
+        if let Some(consumer) = &self.nats_consumer {
+            consumer.stop();
+        }
         for service in &self.services {
             service.db.close().await;
         }

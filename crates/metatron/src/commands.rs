@@ -99,6 +99,10 @@ pub async fn start(
         if let Err(e) = served.flush_events().await {
             tracing::warn!(error = %e, "events left in the outbox at shutdown; they are delivered at the next start");
         }
+        // The audit chain's head is signed at every clean stop.
+        if let Err(e) = served.cdx.checkpoint_audit().await {
+            tracing::warn!(error = %e, "signing the audit chain's head at shutdown failed");
+        }
         served.close().await;
         result
     });
@@ -166,6 +170,59 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `metatron serve --service NAME`: runs one process of the distributed topology. Only the
+/// gateway exists in this build.
+pub async fn serve_service(settings: Settings, service: &str) -> anyhow::Result<()> {
+    match service {
+        "gateway" => serve_gateway(settings).await,
+        other => anyhow::bail!(
+            "`--service {other}` is not available yet in this build: only `gateway` (run every service with `metatron serve`)"
+        ),
+    }
+}
+
+/// `metatron serve --service gateway`: the gateway alone, in front of the upstreams of
+/// `[gateway]`, until Ctrl-C or SIGTERM; then drains in-flight requests for up to
+/// `[http] shutdown_grace_ms`.
+pub async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
+    let gateway = gateway::Gateway::new(
+        settings.gateway.clone(),
+        &settings.auth.issuer,
+        &settings.auth.audience,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let bind = SocketAddr::new(settings.bind, settings.port);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (set --port or METATRON_PORT)"))?;
+    let port = listener.local_addr()?.port();
+    for pool in gateway.pools() {
+        let urls: Vec<&str> = pool.upstreams.iter().map(|u| u.url.as_str()).collect();
+        tracing::info!(service = %pool.service, upstreams = ?urls, "routing");
+    }
+    tracing::info!(port, "gateway is ready");
+    println!("Metatron gateway is running on http://localhost:{port}");
+    let (stop, mut shutdown) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(gateway::serve(gateway, listener, async move {
+        let _ = shutdown.changed().await;
+    }));
+    tokio::select! {
+        result = &mut server => return result?.map_err(anyhow::Error::from),
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let grace = std::time::Duration::from_millis(settings.http.shutdown_grace_ms);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result?.map_err(anyhow::Error::from),
+        Err(_) => {
+            server.abort();
+            tracing::warn!("in-flight requests outlived the shutdown grace period");
+            Ok(())
+        }
+    }
 }
 
 /// `metatron migrate`: applies every service's migrations.
@@ -294,4 +351,103 @@ pub async fn seed(settings: Settings) -> anyhow::Result<()> {
     app.close().await;
     println!("demo data loaded: superadmin test / test123; tenant demo with jane.smith@demo.com and john.doe@demo.com / demo123");
     Ok(())
+}
+
+/// Opens the existing cdx database (never creates or migrates it).
+async fn open_cdx(settings: &Settings) -> anyhow::Result<platform::db::Db> {
+    let url = platform::db::database_url("cdx", &settings.cdx.database, &settings.data_dir);
+    Ok(platform::db::Db::connect_existing("cdx", &url, Some(2), &settings.database).await?)
+}
+
+/// `metatron audit verify`: walks CDX's whole audit hash chain.
+pub async fn audit_verify(settings: &Settings) -> anyhow::Result<cdx::chain::ChainReport> {
+    let db = open_cdx(settings).await?;
+    let report = cdx::chain::verify(&db).await;
+    db.close().await;
+    Ok(report?)
+}
+
+/// Prints an `audit verify` report as text.
+pub fn print_audit_report(report: &cdx::chain::ChainReport) {
+    println!(
+        "audit chain: {} entries, {} signed checkpoints verified",
+        report.entries, report.checkpoints
+    );
+    println!("head: entry {} hash {}", report.head_seq, report.head_hash);
+    for key in &report.keys {
+        println!("checkpoint key {} (Ed25519 {})", key.id, key.public_key);
+    }
+    match &report.broken {
+        None => println!("OK: the audit trail is intact"),
+        Some(b) => println!(
+            "BROKEN at entry {} (id {}): {}",
+            b.seq.map_or_else(|| "-".into(), |s| s.to_string()),
+            b.id.as_deref().unwrap_or("-"),
+            b.reason
+        ),
+    }
+}
+
+/// The exit status of `audit verify`: an error naming the first broken entry.
+pub fn audit_outcome(report: &cdx::chain::ChainReport) -> anyhow::Result<()> {
+    match &report.broken {
+        None => Ok(()),
+        Some(b) => Err(anyhow::anyhow!(
+            "the audit chain is broken at entry {} (id {}): {}",
+            b.seq.map_or_else(|| "-".into(), |s| s.to_string()),
+            b.id.as_deref().unwrap_or("-"),
+            b.reason
+        )),
+    }
+}
+
+/// `metatron audit export`: audit entries as JSON lines on standard output, in chain order.
+pub async fn audit_export(
+    settings: &Settings,
+    tenant: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> anyhow::Result<()> {
+    let time = |name: &str, value: Option<&str>| -> anyhow::Result<_> {
+        value
+            .map(|v| {
+                platform::ids::Timestamp::parse_rfc3339(v).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--{name} must be an RFC 3339 date-time, e.g. 2025-01-31T12:00:00Z"
+                    )
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (time("from", from)?, time("to", to)?);
+    let db = open_cdx(settings).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = cdx::chain::export(&db, tenant, from, to, |entry| {
+        serde_json::to_writer(&mut out, entry)?;
+        out.write_all(b"\n")
+    })
+    .await;
+    db.close().await;
+    written?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `metatron cdx rebuild`: recomputes CDX's aggregates by replaying the audit log (every
+/// service's events, in order) and reports the counters that drifted; with `apply` the
+/// recomputed aggregates replace the kept ones. Migrates the cdx database first.
+pub async fn cdx_rebuild(
+    settings: &Settings,
+    apply: bool,
+) -> anyhow::Result<Vec<cdx::aggregates::Drift>> {
+    let db = open_cdx(settings).await?;
+    let drift = async {
+        db.migrate(cdx::SERVICE.migrations).await?;
+        cdx::aggregates::rebuild(&db, apply)
+            .await
+            .map_err(|e| anyhow::anyhow!("rebuilding the aggregates: {e}"))
+    }
+    .await;
+    db.close().await;
+    drift
 }

@@ -34,6 +34,10 @@ enum Command {
         /// Address to listen on (default 0.0.0.0).
         #[arg(long)]
         bind: Option<std::net::IpAddr>,
+        /// Run one service of the distributed topology instead of all-in-one (only
+        /// `gateway` in this build).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
     },
     /// Apply every service's migrations.
     Migrate,
@@ -50,6 +54,53 @@ enum Command {
     },
     /// Load the demo data (idempotent).
     SeedDemo,
+    /// Verify or export CDX's audit trail (opens the existing cdx database; never writes).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// CDX's aggregates (opens the existing cdx database).
+    Cdx {
+        #[command(subcommand)]
+        command: CdxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdxCommand {
+    /// Recompute every aggregate from the events in the audit log and report the counters
+    /// that drifted; replaces them unless `--check` (which exits non-zero on drift).
+    Rebuild {
+        /// Only report; change nothing.
+        #[arg(long)]
+        check: bool,
+        /// Print the drift as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole audit hash chain, recomputing every hash and checking every signed
+    /// checkpoint; exits non-zero naming the first broken entry.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write audit entries as JSON lines to standard output, in chain order.
+    Export {
+        /// Only this tenant's entries (id).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only entries before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +146,10 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(Some(&config), flags).map_err(anyhow::Error::msg)?;
     init_logging(&settings)?;
     match cli.command {
+        Command::Serve {
+            service: Some(service),
+            ..
+        } => metatron::commands::serve_service(settings, &service).await,
         Command::Serve { demo, .. } => metatron::commands::serve(settings, demo).await,
         Command::Migrate => metatron::commands::migrate(settings).await,
         Command::Inspect { json } => {
@@ -110,5 +165,51 @@ async fn main() -> anyhow::Result<()> {
             command: AdminCommand::Create { username },
         } => metatron::commands::admin_create(settings, &username).await,
         Command::SeedDemo => metatron::commands::seed(settings).await,
+        Command::Audit {
+            command: AuditCommand::Verify { json },
+        } => {
+            let report = metatron::commands::audit_verify(&settings).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                metatron::commands::print_audit_report(&report);
+            }
+            metatron::commands::audit_outcome(&report)
+        }
+        Command::Cdx {
+            command: CdxCommand::Rebuild { check, json },
+        } => {
+            let drift = metatron::commands::cdx_rebuild(&settings, !check).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&drift)?);
+            } else {
+                for d in &drift {
+                    println!(
+                        "drift: tenant {} {}: kept {}, recomputed {}",
+                        d.tenant_id, d.counter, d.kept, d.recomputed
+                    );
+                }
+                println!(
+                    "{} counter(s) drifted{}",
+                    drift.len(),
+                    if check { "" } else { "; aggregates rebuilt" }
+                );
+            }
+            if check && !drift.is_empty() {
+                anyhow::bail!("{} aggregate counter(s) drifted", drift.len());
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Export { tenant, from, to },
+        } => {
+            metatron::commands::audit_export(
+                &settings,
+                tenant.as_deref(),
+                from.as_deref(),
+                to.as_deref(),
+            )
+            .await
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use platform::config::{self, DatabaseSettings, HttpSettings, Overrides, PoolDefaults};
+use platform::events::nats::EventSettings;
 use platform::password::HashParams;
 use serde::{Deserialize, Serialize};
 
@@ -38,12 +39,16 @@ pub struct Settings {
     pub database: PoolDefaults,
     /// Password hashing (argon2id) for superadmins and tenant users.
     pub password: HashParams,
+    /// Event transport between services (in-process bus or NATS JetStream).
+    pub events: EventSettings,
     /// The CDX master registry.
     pub cdx: cdx::Config,
     /// The auth service.
     pub auth: auth::Config,
     /// The CRM.
     pub crm: crm::Config,
+    /// The gateway (`metatron serve --service gateway`).
+    pub gateway: gateway::Config,
 }
 
 impl Default for Settings {
@@ -57,9 +62,11 @@ impl Default for Settings {
             http: HttpSettings::default(),
             database: PoolDefaults::default(),
             password: HashParams::default(),
+            events: EventSettings::default(),
             cdx: cdx::Config::default(),
             auth: auth::Config::default(),
             crm: crm::Config::default(),
+            gateway: gateway::Config::default(),
         }
     }
 }
@@ -69,13 +76,19 @@ const SECTIONS: &[&str] = &[
     "http",
     "database",
     "password",
+    "events",
     "cdx",
     "cdx.database",
+    "cdx.audit",
     "auth",
     "auth.database",
     "auth.throttle",
     "crm",
     "crm.database",
+    "gateway",
+    "gateway.upstreams",
+    "gateway.rate_limit_per_ip",
+    "gateway.rate_limit_per_tenant",
 ];
 
 impl Settings {

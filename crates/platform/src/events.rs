@@ -4,7 +4,11 @@
 //!
 //! In the all-in-one topology the relay hands events to an in-process [`Bus`]; the relay
 //! wakes on commit ([`Outbox::notify`]) and polls as a fallback for rows written by other
-//! processes (e.g. `metatron admin create` while the server runs).
+//! processes (e.g. `metatron admin create` while the server runs). With the NATS JetStream
+//! transport ([`nats`]) the relay publishes to JetStream instead, and a durable consumer feeds
+//! each process's bus.
+
+pub mod nats;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -243,11 +247,44 @@ impl Bus {
     }
 }
 
-/// A service's outbox and its relay to the bus.
+/// Where a relay hands its outbox's events: the in-process [`Bus`] or a transport such as
+/// [`nats::NatsPublisher`].
+#[async_trait]
+pub trait Destination: Send + Sync + std::fmt::Debug {
+    /// Hands on `events` of `service`, in order. Answers how many of them (a prefix) were
+    /// handed on, and the error that stopped it, if any.
+    async fn deliver(&self, service: &str, events: &[Event]) -> (usize, Option<HandlerError>);
+
+    /// Waits until events handed on earlier are applied by this process's consumers (a
+    /// transport whose consumer runs in this process; the in-process bus applies them in
+    /// [`Destination::deliver`] already).
+    async fn settle(&self, _service: &str) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Destination for Bus {
+    async fn deliver(&self, _service: &str, events: &[Event]) -> (usize, Option<HandlerError>) {
+        // The whole pass at once first (consumers may apply it in one transaction); after a
+        // failure, one event at a time, to stop exactly at the failing one.
+        if self.publish_batch(events).await.is_ok() {
+            return (events.len(), None);
+        }
+        for (i, event) in events.iter().enumerate() {
+            if let Err(e) = self.publish(event).await {
+                return (i, Some(e));
+            }
+        }
+        (events.len(), None)
+    }
+}
+
+/// A service's outbox and its relay to the bus (or another [`Destination`]).
 #[derive(Clone, Debug)]
 pub struct Outbox {
     db: Db,
-    bus: Arc<Bus>,
+    destination: Arc<dyn Destination>,
     wake: Arc<Notify>,
     delivering: Arc<Mutex<()>>,
 }
@@ -257,9 +294,14 @@ const BATCH: i64 = 256;
 impl Outbox {
     /// The outbox of `db`, relaying to `bus`.
     pub fn new(db: Db, bus: Arc<Bus>) -> Self {
+        Self::with_destination(db, bus)
+    }
+
+    /// The outbox of `db`, relaying to `destination`.
+    pub fn with_destination(db: Db, destination: Arc<dyn Destination>) -> Self {
         Outbox {
             db,
-            bus,
+            destination,
             wake: Arc::new(Notify::new()),
             delivering: Arc::new(Mutex::new(())),
         }
@@ -274,6 +316,12 @@ impl Outbox {
     /// which keeps the remaining events, in order, for the next attempt). A caller that
     /// needs its own committed events applied everywhere before answering calls this.
     pub async fn flush(&self) -> Result<usize, HandlerError> {
+        let delivered = self.relay_pending().await?;
+        self.destination.settle(self.db.service()).await?;
+        Ok(delivered)
+    }
+
+    async fn relay_pending(&self) -> Result<usize, HandlerError> {
         let _only_one = self.delivering.lock().await;
         let mut delivered = 0;
         loop {
@@ -298,27 +346,24 @@ impl Outbox {
                     }
                 }
             }
-            // The whole pass at once first (consumers may apply it in one transaction);
-            // after a failure, one event at a time, to stop exactly at the failing one.
             let events: Vec<Event> = decoded.iter().filter_map(|(_, e)| e.clone()).collect();
+            let (handed_on, error) = self.destination.deliver(self.db.service(), &events).await;
+            // Rows before the first event not handed on are done (undecodable rows among them
+            // too); the failing row stays, counted, with everything after it.
             let mut done: Vec<String> = Vec::with_capacity(rows.len());
             let mut failure = None;
-            if self.bus.publish_batch(&events).await.is_ok() {
-                done.extend(decoded.into_iter().map(|(id, _)| id));
-            } else {
-                for (id, event) in decoded {
-                    let outcome = match &event {
-                        Some(event) => self.bus.publish(event).await,
-                        None => Ok(()),
-                    };
-                    match outcome {
-                        Ok(()) => done.push(id),
-                        Err(e) => {
+            let mut seen = 0;
+            for (id, event) in decoded {
+                if event.is_some() {
+                    if seen == handed_on {
+                        if let Some(e) = error {
                             failure = Some((id, e));
-                            break;
                         }
+                        break;
                     }
+                    seen += 1;
                 }
+                done.push(id);
             }
             // One statement removes everything this pass delivered; a failure also counts
             // the attempt, atomically with that removal.
@@ -362,7 +407,7 @@ impl Outbox {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
-                match outbox.flush().await {
+                match outbox.relay_pending().await {
                     Ok(_) => {
                         backoff = Duration::from_millis(50);
                         tokio::select! {

@@ -256,12 +256,18 @@ fn valid_request_id(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
-async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
-    let id = match req.headers().get(REQUEST_ID) {
+/// The request's id: the incoming `x-request-id` when it is a sensible token (up to 128 of
+/// `[A-Za-z0-9-_.:]`), otherwise a new one.
+pub fn request_id(headers: &axum::http::HeaderMap) -> HeaderValue {
+    match headers.get(REQUEST_ID) {
         Some(v) if valid_request_id(v) => v.clone(),
         _ => HeaderValue::from_str(&crate::ids::new_id())
             .unwrap_or(HeaderValue::from_static("invalid")),
-    };
+    }
+}
+
+async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
+    let id = request_id(req.headers());
     req.headers_mut().insert(REQUEST_ID, id.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -1,8 +1,12 @@
-//! HTTP routes of CDX (`/api/cdx/...`), all for the superadmin only.
+//! HTTP routes of CDX (`/api/cdx/...`), all for the superadmin only, except a tenant's own
+//! audit trail (`/api/cdx/tenant-audit`, live: `/api/cdx/tenant-stream`), which its admins
+//! read too.
 
+mod aggregates;
 mod audit;
 mod clients;
 mod services;
+mod stream;
 mod tenants;
 
 use axum::Router;
@@ -17,6 +21,8 @@ pub(crate) fn router() -> Router<CdxState> {
         .merge(tenants::router())
         .merge(services::router())
         .merge(audit::router())
+        .merge(aggregates::router())
+        .merge(stream::router())
 }
 /// The OpenAPI description of the CDX API.
 #[derive(utoipa::OpenApi)]
@@ -24,12 +30,19 @@ pub(crate) fn router() -> Router<CdxState> {
     paths(
         clients::list, clients::create, clients::get_one, clients::update,
         tenants::list, tenants::create, tenants::get_one, tenants::update,
+        aggregates::summary, aggregates::overview,
         services::list,
-        audit::list,
+        audit::list, audit::tenant_list, audit::verify,
+        stream::stream, stream::tenant_stream,
     ),
     components(schemas(
         crate::model::Client, crate::model::Tenant, crate::model::ServiceEntry,
+        crate::aggregates::TenantListItem, crate::aggregates::TenantCounters,
+        crate::aggregates::TenantSummary, crate::aggregates::PipelineValue,
+        crate::aggregates::Overview, crate::aggregates::OverviewTotals,
+        crate::aggregates::TenantsByStatus, crate::aggregates::DayActivity,
         crate::model::AuditEntry, crate::model::AuditActor,
+        crate::chain::ChainReport, crate::chain::ChainBreak, crate::chain::CheckpointKey,
         clients::CreateClient, clients::UpdateClient,
         tenants::CreateTenant, tenants::UpdateTenant,
         services::ServiceList,
@@ -51,8 +64,14 @@ mod tests {
             "/api/cdx/clients/{id}",
             "/api/cdx/tenants",
             "/api/cdx/tenants/{id}",
+            "/api/cdx/tenants/{id}/summary",
+            "/api/cdx/overview",
             "/api/cdx/services",
             "/api/cdx/audit",
+            "/api/cdx/audit/verify",
+            "/api/cdx/tenant-audit",
+            "/api/cdx/stream",
+            "/api/cdx/tenant-stream",
         ] {
             assert!(
                 paths.iter().any(|p| *p == path),

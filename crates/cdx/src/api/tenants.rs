@@ -13,8 +13,9 @@ use platform::tenants::TenantStatus;
 use platform::ApiError;
 use serde::Deserialize;
 
+use crate::aggregates::{TenantListItem, TenantSort};
 use crate::model::{parse_name, Slug, Tenant};
-use crate::store::{self, NewTenant, TenantChanges, TenantFilter};
+use crate::store::{self, NewTenant, SortValue, TenantChanges, TenantFilter};
 use crate::CdxState;
 
 pub(super) fn router() -> Router<CdxState> {
@@ -34,27 +35,40 @@ pub(super) struct ListParams {
     client_id: Option<String>,
     /// Case-insensitive search in slug and name.
     q: Option<String>,
+    /// Order: `name`, `created`, `customers` or `users` (a leading `-` sorts descending);
+    /// by id (creation order) when absent.
+    sort: Option<String>,
     /// Page size (1..=500, default 50).
     limit: Option<i64>,
     /// Cursor from the previous page.
     cursor: Option<String>,
 }
 
-/// Tenants in creation order.
+/// Tenants with their summary columns (`summary`), in creation order or by `sort`.
 #[utoipa::path(get, path = "/api/cdx/tenants", tag = "cdx", security(("bearer" = [])),
     params(ListParams),
-    responses((status = 200, body = Page<Tenant>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Page<TenantListItem>),
+        (status = 400, description = "invalid sort or cursor"), (status = 401), (status = 403)))]
 #[tracing::instrument(skip_all)]
 pub(super) async fn list(
     State(cdx): State<CdxState>,
     _: Superadmin,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<Tenant>>, ApiError> {
+) -> Result<Json<Page<TenantListItem>>, ApiError> {
     let paging = PageParams {
         limit: params.limit,
         cursor: params.cursor,
     };
     let limit = paging.limit()?;
+    let sort = match params.sort.as_deref() {
+        None | Some("") => TenantSort::Id,
+        Some(s) => TenantSort::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_sort",
+                "sort must be one of name, created, customers, users (optionally prefixed by -)",
+            )
+        })?,
+    };
     let filter = TenantFilter {
         status: params.status,
         client_id: params.client_id,
@@ -63,14 +77,38 @@ pub(super) async fn list(
             .map(|q| q.trim().to_string())
             .filter(|q| !q.is_empty()),
     };
-    let rows = store::list_tenants(
-        cdx.db().reader(),
-        &filter,
-        paging.after()?.as_deref(),
-        limit + 1,
-    )
-    .await?;
-    Ok(Json(page(rows, limit, |t| t.id.clone())))
+    let after = paging
+        .after()?
+        .map(|cursor| decode_cursor(sort, &cursor))
+        .transpose()?;
+    let rows = store::list_tenant_items(cdx.db().reader(), &filter, sort, after, limit + 1).await?;
+    Ok(Json(page(rows, limit, |item| encode_cursor(sort, item))))
+}
+
+/// The cursor after `item`: its id in id order (as before sorting existed), else the sort
+/// value and the id as a JSON pair.
+fn encode_cursor(sort: TenantSort, item: &TenantListItem) -> String {
+    match (sort, sort.value_of(item)) {
+        (TenantSort::Id, _) => item.tenant.id.clone(),
+        (_, SortValue::Text(v)) => serde_json::json!([v, item.tenant.id]).to_string(),
+        (_, SortValue::Int(v)) => serde_json::json!([v, item.tenant.id]).to_string(),
+    }
+}
+
+fn decode_cursor(sort: TenantSort, cursor: &str) -> Result<(SortValue, String), ApiError> {
+    let invalid =
+        || ApiError::bad_request("invalid_cursor", "the cursor is not one this API issued");
+    if sort == TenantSort::Id {
+        return Ok((SortValue::Text(cursor.to_string()), cursor.to_string()));
+    }
+    let (value, id): (serde_json::Value, String) =
+        serde_json::from_str(cursor).map_err(|_| invalid())?;
+    let value = if sort.is_text() {
+        SortValue::Text(value.as_str().ok_or_else(invalid)?.to_string())
+    } else {
+        SortValue::Int(value.as_i64().ok_or_else(invalid)?)
+    };
+    Ok((value, id))
 }
 
 /// `POST /api/cdx/tenants` body.

@@ -3,12 +3,14 @@
 //! transaction together with its outbox rows. Handlers never write SQL; they call these.
 
 mod admins;
+mod aggregates;
 mod audit;
 mod clients;
 mod services;
 mod tenants;
 
 pub use admins::*;
+pub use aggregates::*;
 pub use audit::*;
 pub use clients::*;
 pub use services::*;
@@ -19,4 +21,5 @@ pub(crate) use platform::sql::{check_version, Arg, Conditions};
 const CLIENT_COLUMNS: &str = "id, name, created_at, updated_at, version";
 const TENANT_COLUMNS: &str = "id, slug, name, client_id, status, created_at, updated_at, version";
 const AUDIT_COLUMNS: &str = "id, occurred_at, actor_id, actor_role, actor_name, tenant_id, \
-                             action, target, request_id, ip, detail";
+                             action, target, request_id, ip, detail, changed, seq, prev_hash, \
+                             hash";

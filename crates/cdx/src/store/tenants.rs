@@ -1,6 +1,5 @@
 //! Tenants.
 
-use platform::db::contains_pattern;
 use platform::db::Db;
 use platform::error::on_unique;
 use platform::events::{record, Actor};
@@ -9,14 +8,14 @@ use platform::tenants::TenantStatus;
 use platform::{ApiError, ApiResult};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Executor, Row};
+use sqlx::{Any, Executor, Row};
 
-use super::{check_version, client_by_id, Arg, Conditions, TENANT_COLUMNS};
+use super::{check_version, client_by_id, TENANT_COLUMNS};
 use crate::events::{self, TENANT_FIELDS};
 use crate::model::{Slug, Tenant};
 use platform::sql::lost_race;
 
-fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
+pub(super) fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
     let status: String = row.try_get("status")?;
     Ok(Tenant {
         id: row.try_get("id")?,
@@ -43,42 +42,6 @@ pub struct TenantFilter {
     pub client_id: Option<String>,
     /// Case-insensitive substring of slug or name.
     pub q: Option<String>,
-}
-
-/// Tenants in id order after `after`, at most `limit`.
-#[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn list_tenants(
-    pool: &AnyPool,
-    filter: &TenantFilter,
-    after: Option<&str>,
-    limit: i64,
-) -> ApiResult<Vec<Tenant>> {
-    let mut c = Conditions::default();
-    if let Some(status) = filter.status {
-        let p = c.bind(Arg::Text(status.as_str().to_string()));
-        c.and(format!("status = {p}"));
-    }
-    if let Some(client_id) = &filter.client_id {
-        let p = c.bind(Arg::Text(client_id.clone()));
-        c.and(format!("client_id = {p}"));
-    }
-    if let Some(q) = &filter.q {
-        let pattern = contains_pattern(q);
-        let p1 = c.bind(Arg::Text(pattern.clone()));
-        let p2 = c.bind(Arg::Text(pattern));
-        c.and(format!(
-            "(LOWER(slug) LIKE {p1} ESCAPE '\\' OR LOWER(name) LIKE {p2} ESCAPE '\\')"
-        ));
-    }
-    if let Some(after) = after {
-        let p = c.bind(Arg::Text(after.to_string()));
-        c.and(format!("id > {p}"));
-    }
-    let where_sql = c.where_sql();
-    let p = c.bind(Arg::Int(limit));
-    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants{where_sql} ORDER BY id LIMIT {p}");
-    let rows = c.query(&sql).fetch_all(pool).await?;
-    Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
 }
 
 /// The tenant with this id or slug; text that is neither answers `None` without a query.

@@ -53,6 +53,11 @@ pub fn cheap_hashing(memory_kib: u32) -> PasswordHashing {
 
 /// Serves a fresh CDX on port 0 with one superadmin (`root`) and its token.
 pub async fn spawn_app() -> App {
+    spawn_app_with(HttpSettings::default(), cdx::AuditSettings::default()).await
+}
+
+/// [`spawn_app`] with these HTTP edge and audit settings.
+pub async fn spawn_app_with(http: HttpSettings, audit: cdx::AuditSettings) -> App {
     let dbs = TestDatabases::new();
     let db = Db::connect("cdx", &dbs.url("cdx"), None, &PoolDefaults::default())
         .await
@@ -74,7 +79,7 @@ pub async fn spawn_app() -> App {
 
     let bus = Bus::new();
     let outbox = Outbox::new(db.clone(), bus.clone());
-    let cdx = Cdx::new(db.clone(), outbox.clone(), auth, cheap_hashing(1024));
+    let cdx = Cdx::new(db.clone(), outbox.clone(), auth, cheap_hashing(1024)).with_audit(audit);
     bus.subscribe(cdx.audit_consumer());
     bus.subscribe(Arc::new(replica.clone()));
     let relay = outbox.spawn_relay(Duration::from_millis(100));
@@ -91,7 +96,7 @@ pub async fn spawn_app() -> App {
         .issue(&admin.id, None, "superadmin", &new_id(), 600)
         .expect("token");
 
-    let router = platform::http::edge(cdx.router(), &HttpSettings::default());
+    let router = platform::http::edge(cdx.router(), &http);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -4,7 +4,10 @@
 
 mod access;
 mod admins;
+mod aggregates;
 mod audit;
+mod audit_chain;
 mod clients;
 mod common;
+mod stream;
 mod tenants;

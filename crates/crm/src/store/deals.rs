@@ -331,7 +331,36 @@ fn closed_event(scope: &TenantScope, deal: &Deal, actor: &Actor) -> platform::ev
         scope.tenant_id(),
         &deal.id,
         actor,
-        json!({ "status": deal.status.as_str(), "has_reason": deal.close_reason.is_some() }),
+        json!({
+            "status": deal.status.as_str(),
+            "has_reason": deal.close_reason.is_some(),
+            "value": deal.value,
+            "currency": deal.currency,
+        }),
+    )
+}
+
+/// `crm.deal.<action>` naming the changed fields, with the deal's current status, value and
+/// currency (non-personal facts the CDX aggregates keep the pipeline from).
+fn deal_event(
+    scope: &TenantScope,
+    deal: &Deal,
+    action: &str,
+    changed: &[&str],
+    actor: &Actor,
+) -> platform::events::Event {
+    events::record_event(
+        "deal",
+        action,
+        scope.tenant_id(),
+        &deal.id,
+        actor,
+        json!({
+            "changed": changed,
+            "status": deal.status.as_str(),
+            "value": deal.value,
+            "currency": deal.currency,
+        }),
     )
 }
 
@@ -468,14 +497,7 @@ pub async fn create_deal_with_reason(
     insert_stage_change(&mut tx, scope, &deal, None, actor, now).await?;
     record(
         &mut tx,
-        &events::changed(
-            "deal",
-            "created",
-            scope.tenant_id(),
-            &deal.id,
-            actor,
-            DEAL_FIELDS,
-        ),
+        &deal_event(scope, &deal, "created", DEAL_FIELDS, actor),
     )
     .await?;
     if deal.status != StageKind::Open {
@@ -665,7 +687,7 @@ pub async fn update_deal(
     }
     record(
         &mut tx,
-        &events::changed("deal", "updated", scope.tenant_id(), id, actor, &changed),
+        &deal_event(scope, &next, "updated", &changed, actor),
     )
     .await?;
     if moved.is_some() {
@@ -678,7 +700,13 @@ pub async fn update_deal(
                 scope.tenant_id(),
                 id,
                 actor,
-                json!({ "from": current.stage_id, "to": next.stage_id }),
+                json!({
+                    "from": current.stage_id,
+                    "to": next.stage_id,
+                    "status": next.status.as_str(),
+                    "value": next.value,
+                    "currency": next.currency,
+                }),
             ),
         )
         .await?;

@@ -494,15 +494,48 @@ async fn remove_stage(
 }
 
 /// Gives the deals in a stage whose kind changed the status that kind means: closing sets
-/// `closed_at` (when not closed yet), reopening clears it and the close reason. Answers how
-/// many deals changed.
+/// `closed_at` (when not closed yet), reopening clears it and the close reason. Records
+/// `crm.deal.updated` (changed `status`, with the deal's status, value and currency) for
+/// each. Answers how many deals changed.
 async fn restatus_deals(
     conn: &mut AnyConnection,
     scope: &TenantScope,
     stage_id: &str,
     kind: StageKind,
     now: Timestamp,
+    actor: &Actor,
 ) -> ApiResult<u64> {
+    let affected = sqlx::query(
+        "SELECT id, value, currency FROM deals \
+         WHERE tenant_id = $1 AND stage_id = $2 AND status <> $3 ORDER BY id",
+    )
+    .bind(scope.tenant_id())
+    .bind(stage_id)
+    .bind(kind.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &affected {
+        let deal_id: String = row.try_get("id")?;
+        let value: i64 = row.try_get("value")?;
+        let currency: String = row.try_get("currency")?;
+        record(
+            &mut *conn,
+            &events::record_event(
+                "deal",
+                "updated",
+                scope.tenant_id(),
+                &deal_id,
+                actor,
+                json!({
+                    "changed": ["status"],
+                    "status": kind.as_str(),
+                    "value": value,
+                    "currency": currency,
+                }),
+            ),
+        )
+        .await?;
+    }
     let query = if kind == StageKind::Open {
         sqlx::query(
             "UPDATE deals SET status = $1, closed_at = NULL, close_reason = NULL, \
@@ -668,7 +701,7 @@ pub async fn update_pipeline(
         .execute(&mut *tx)
         .await?;
         if old.kind != *kind {
-            restatused += restatus_deals(&mut tx, scope, &old.id, *kind, now).await?;
+            restatused += restatus_deals(&mut tx, scope, &old.id, *kind, now, actor).await?;
         }
     }
     let mut added_ids = Vec::new();

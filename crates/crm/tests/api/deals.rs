@@ -200,7 +200,10 @@ async fn stage_moves_are_recorded_and_won_closes_the_deal() {
     assert_eq!(moved.body["status"], "open");
     let events = app.events_of("crm.deal.stage_changed").await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].data, json!({"from": lead, "to": qualified}));
+    assert_eq!(
+        events[0].data,
+        json!({"from": lead, "to": qualified, "status": "open", "value": 0, "currency": "EUR"})
+    );
     assert_eq!(events[0].actor.id.as_deref(), Some(user.user_id.as_str()));
     let updated = app.events_of("crm.deal.updated").await;
     assert_eq!(updated[0].data["changed"], json!(["stage_id"]));
@@ -221,7 +224,7 @@ async fn stage_moves_are_recorded_and_won_closes_the_deal() {
     assert_eq!(closed_events.len(), 1);
     assert_eq!(
         closed_events[0].data,
-        json!({"status": "won", "has_reason": true})
+        json!({"status": "won", "has_reason": true, "value": 0, "currency": "EUR"})
     );
     assert_eq!(app.events_of("crm.deal.stage_changed").await.len(), 2);
 
@@ -309,7 +312,7 @@ async fn the_status_shortcut_moves_to_the_first_won_or_lost_stage() {
     );
     assert_eq!(
         closed[1].data,
-        json!({"status": "lost", "has_reason": false})
+        json!({"status": "lost", "has_reason": false, "value": 0, "currency": "EUR"})
     );
     let reopened = app
         .patch(&user, &path(&id), json!({"status": "open"}), Some("\"3\""))

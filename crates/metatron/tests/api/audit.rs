@@ -103,3 +103,56 @@ async fn nothing_secret_reaches_the_audit_trail() {
     assert!(!text.contains("hunter2-secret"));
     assert!(!text.contains("$argon2id$"));
 }
+
+#[tokio::test]
+async fn audit_verify_passes_on_a_clean_trail_and_fails_after_tampering() {
+    let dbs = platform::testing::TestDatabases::new();
+    let settings = crate::common::test_settings(&dbs);
+    let run = |args: &[&str]| crate::cli::metatron(&settings, args, None);
+    let (ok, out, err) = run(&["seed-demo"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&["audit", "verify"]);
+    assert!(ok, "a clean trail verifies: {out}{err}");
+    assert!(out.contains("OK") && out.contains("head: entry"), "{out}");
+    let (ok, out, err) = run(&["audit", "verify", "--json"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["valid"], true);
+    let entries = report["entries"].as_i64().expect("entries");
+    assert!(entries >= 5, "{report}");
+
+    let (ok, out, err) = run(&["audit", "export"]);
+    assert!(ok, "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON entry per line"))
+        .collect();
+    assert_eq!(lines.len() as i64, entries);
+    assert_eq!(lines[0]["seq"], 1);
+    let tenant = lines
+        .iter()
+        .find_map(|l| l["tenant_id"].as_str())
+        .expect("a tenant's entry")
+        .to_string();
+    let (ok, out, _) = run(&["audit", "export", "--tenant", &tenant]);
+    assert!(ok);
+    assert!(out
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).expect("json")["tenant_id"] == tenant.as_str()));
+    let (ok, _, err) = run(&["audit", "export", "--from", "yesterday"]);
+    assert!(!ok && err.contains("--from"), "{err}");
+
+    let url = settings.cdx.database.url.as_deref().expect("url");
+    let db = platform::db::Db::connect_existing("cdx", url, Some(1), &settings.database)
+        .await
+        .expect("cdx database");
+    sqlx::query("UPDATE audit_log SET actor_name = 'someone else' WHERE seq = 2")
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    db.close().await;
+    let (ok, out, err) = run(&["audit", "verify"]);
+    assert!(!ok, "a tampered trail fails: {out}");
+    assert!(out.contains("BROKEN at entry 2"), "{out}");
+    assert!(err.contains("broken at entry 2"), "{err}");
+}

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::common::{test_settings, TestApp, SUPERADMIN};
 
-fn metatron(
+pub(crate) fn metatron(
     settings: &metatron::Settings,
     args: &[&str],
     stdin: Option<&str>,

@@ -36,6 +36,11 @@ pub fn test_settings(dbs: &TestDatabases) -> Settings {
     settings.auth.database.url = Some(dbs.url("auth"));
     settings.crm.database.url = Some(dbs.url("crm"));
     settings.database.max_connections = 4;
+    // `TEST_EVENTS=nats` runs the suite over NATS JetStream (own streams per test).
+    if std::env::var("TEST_EVENTS").as_deref() == Ok("nats") {
+        settings.events.transport = platform::events::nats::Transport::Nats;
+        settings.events.prefix = format!("mtest{}", platform::ids::new_id().replace('-', ""));
+    }
     settings
 }
 

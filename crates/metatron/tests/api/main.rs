@@ -4,10 +4,13 @@
 
 mod common;
 
+mod aggregates;
+
 mod audit;
 mod cli;
 mod crm;
 mod input;
 mod login;
+mod nats;
 mod roles;
 mod tokens;

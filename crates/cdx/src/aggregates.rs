@@ -1,0 +1,267 @@
+//! Read models of every tenant and of the platform, built from the services' events only
+//! (CDX never reads another service's database): users (total, active), logins in the last
+//! 24 h, customers, companies, open deals and their value per currency, and activity per day.
+//!
+//! The [`Aggregates`] consumer applies each event exactly once in effect: the dedup row
+//! (`processed_events`) is written in the same transaction as the counters it moves.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use platform::db::Db;
+use platform::events::{begin_once, Event, EventHandler, HandlerError};
+use platform::ids::Timestamp;
+use platform::tenants::TenantStatus;
+use serde::Serialize;
+
+use crate::model::Tenant;
+use crate::store;
+
+/// The consumer's name (its dedup key in `processed_events`).
+pub const CONSUMER: &str = "cdx.aggregates";
+
+/// Keeps the aggregates current from every service's events.
+#[derive(Debug, Clone)]
+pub struct Aggregates {
+    db: Db,
+}
+
+impl Aggregates {
+    /// The consumer writing into CDX's database `db`.
+    pub fn new(db: Db) -> Self {
+        Aggregates { db }
+    }
+}
+
+#[async_trait]
+impl EventHandler for Aggregates {
+    fn name(&self) -> &'static str {
+        CONSUMER
+    }
+
+    fn wants(&self, _event_type: &str) -> bool {
+        // Every event counts towards the activity per day.
+        true
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let Some(mut tx) = begin_once(&self.db, CONSUMER, event).await? else {
+            return Ok(());
+        };
+        store::apply_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
+        let mut tx = self.db.begin().await?;
+        for event in events {
+            let fresh = sqlx::query(
+                "INSERT INTO processed_events (consumer, event_id, processed_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(CONSUMER)
+            .bind(&event.id)
+            .bind(Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh > 0 {
+                store::apply_event(&mut tx, event).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Recomputes every aggregate in CDX's database `db` by replaying the audit log and reports
+/// the counters that differed; with `apply` the recomputed ones replace them (see
+/// [`crate::Cdx::rebuild_aggregates`]).
+pub async fn rebuild(db: &Db, apply: bool) -> Result<Vec<Drift>, platform::ApiError> {
+    store::rebuild_aggregates(db, apply).await
+}
+
+/// A tenant's counters (zero before its first event).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TenantCounters {
+    /// Users of the tenant.
+    pub users_total: i64,
+    /// Users that may log in (status `active`).
+    pub users_active: i64,
+    /// CRM customers.
+    pub customers: i64,
+    /// CRM companies.
+    pub companies: i64,
+    /// CRM deals in an open stage.
+    pub open_deals: i64,
+}
+
+/// Value of the open deals in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PipelineValue {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Sum of the open deals' values, in minor units.
+    pub open_value: i64,
+}
+
+/// `GET /api/cdx/tenants/{id}/summary`: one tenant's aggregates.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantSummary {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Tenant slug.
+    pub slug: String,
+    /// Tenant name.
+    pub name: String,
+    /// Lifecycle state.
+    pub status: TenantStatus,
+    /// The counters.
+    #[serde(flatten)]
+    pub counters: TenantCounters,
+    /// Successful logins in the last 24 hours.
+    pub logins_24h: i64,
+    /// Value of the open deals per currency (currencies with a non-zero value).
+    pub pipeline: Vec<PipelineValue>,
+    /// When an event last changed the counters (`null` before any).
+    pub updated_at: Option<Timestamp>,
+}
+
+/// One item of the tenant list: the tenant and its summary columns.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantListItem {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// Its counters.
+    pub summary: TenantCounters,
+}
+
+/// Tenants by lifecycle state.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantsByStatus {
+    /// All tenants.
+    pub total: i64,
+    /// Count per status (`active`, `suspended`).
+    pub by_status: BTreeMap<String, i64>,
+}
+
+/// Totals across all tenants.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OverviewTotals {
+    /// Summed counters.
+    #[serde(flatten)]
+    pub counters: TenantCounters,
+    /// Successful tenant logins in the last 24 hours.
+    pub logins_24h: i64,
+    /// Value of the open deals per currency.
+    pub pipeline: Vec<PipelineValue>,
+}
+
+/// Activity of one UTC day across the platform.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DayActivity {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Successful logins.
+    pub logins: i64,
+    /// Events of every service.
+    pub events: i64,
+}
+
+/// `GET /api/cdx/overview`: the platform at a glance.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    /// Tenants by status.
+    pub tenants: TenantsByStatus,
+    /// Totals across tenants.
+    pub totals: OverviewTotals,
+    /// The last 30 days, oldest first (days without activity included, as zeros).
+    pub activity: Vec<DayActivity>,
+}
+
+/// A counter whose kept value differs from the one recomputed from the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Drift {
+    /// The tenant.
+    pub tenant_id: String,
+    /// `users_total`, `users_active`, `customers`, `companies`, `open_deals` or
+    /// `pipeline.<currency>`.
+    pub counter: String,
+    /// The value the aggregates held.
+    pub kept: i64,
+    /// The value recomputed from the events.
+    pub recomputed: i64,
+}
+
+/// Order of the tenant list (`?sort=`; a leading `-` sorts descending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantSort {
+    /// By id (creation order), the default.
+    Id,
+    /// By name.
+    Name(bool),
+    /// By creation time.
+    Created(bool),
+    /// By number of customers.
+    Customers(bool),
+    /// By number of users.
+    Users(bool),
+}
+
+impl TenantSort {
+    /// Parses `name`, `created`, `customers` or `users`, optionally prefixed by `-`.
+    pub fn parse(s: &str) -> Option<TenantSort> {
+        let (desc, key) = match s.strip_prefix('-') {
+            Some(key) => (true, key),
+            None => (false, s),
+        };
+        Some(match key {
+            "id" if !desc => TenantSort::Id,
+            "name" => TenantSort::Name(desc),
+            "created" => TenantSort::Created(desc),
+            "customers" => TenantSort::Customers(desc),
+            "users" => TenantSort::Users(desc),
+            _ => return None,
+        })
+    }
+
+    /// Whether the order is descending.
+    pub fn descending(self) -> bool {
+        match self {
+            TenantSort::Id => false,
+            TenantSort::Name(d)
+            | TenantSort::Created(d)
+            | TenantSort::Customers(d)
+            | TenantSort::Users(d) => d,
+        }
+    }
+
+    /// The SQL of the sort key (over `tenants t` joined with `tenant_summary s`).
+    pub(crate) fn key_sql(self) -> &'static str {
+        match self {
+            TenantSort::Id => "t.id",
+            TenantSort::Name(_) => "t.name",
+            TenantSort::Created(_) => "t.created_at",
+            TenantSort::Customers(_) => "COALESCE(s.customers, 0)",
+            TenantSort::Users(_) => "COALESCE(s.users_total, 0)",
+        }
+    }
+
+    /// Whether the key is text (else a number).
+    pub(crate) fn is_text(self) -> bool {
+        matches!(self, TenantSort::Id | TenantSort::Name(_))
+    }
+
+    /// The sort value of an item.
+    pub(crate) fn value_of(self, item: &TenantListItem) -> store::SortValue {
+        match self {
+            TenantSort::Id => store::SortValue::Text(item.tenant.id.clone()),
+            TenantSort::Name(_) => store::SortValue::Text(item.tenant.name.clone()),
+            TenantSort::Created(_) => store::SortValue::Int(item.tenant.created_at.millis()),
+            TenantSort::Customers(_) => store::SortValue::Int(item.summary.customers),
+            TenantSort::Users(_) => store::SortValue::Int(item.summary.users_total),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The aggregates: one tenant's summary and the platform overview, built from events.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use platform::caller::Superadmin;
+use platform::http::{Json, Path};
+use platform::ids::Timestamp;
+use platform::ApiError;
+
+use crate::aggregates::{Overview, TenantSummary};
+use crate::store;
+use crate::CdxState;
+
+/// Days of activity the overview shows.
+const OVERVIEW_DAYS: i64 = 30;
+
+pub(super) fn router() -> Router<CdxState> {
+    Router::new()
+        .route("/api/cdx/tenants/{id}/summary", get(summary))
+        .route("/api/cdx/overview", get(overview))
+}
+
+/// One tenant's aggregates: users, logins in the last 24 h, customers, companies, open deals
+/// and their value per currency.
+#[utoipa::path(get, path = "/api/cdx/tenants/{id}/summary", tag = "cdx",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = TenantSummary), (status = 401), (status = 403),
+        (status = 404)))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn summary(
+    State(cdx): State<CdxState>,
+    _: Superadmin,
+    Path(id): Path<String>,
+) -> Result<Json<TenantSummary>, ApiError> {
+    let pool = cdx.db().reader();
+    let tenant = store::tenant_by_key(pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let (counters, updated_at) = store::tenant_counters(pool, &tenant.id).await?;
+    let since = Timestamp::now().plus_secs(-86_400);
+    Ok(Json(TenantSummary {
+        logins_24h: store::logins_since(pool, Some(&tenant.id), since).await?,
+        pipeline: store::pipeline(pool, Some(&tenant.id)).await?,
+        tenant_id: tenant.id,
+        slug: tenant.slug,
+        name: tenant.name,
+        status: tenant.status,
+        counters,
+        updated_at,
+    }))
+}
+
+/// The platform overview: tenants by status, totals across tenants, activity per day for
+/// the last 30 days.
+#[utoipa::path(get, path = "/api/cdx/overview", tag = "cdx", security(("bearer" = [])),
+    responses((status = 200, body = Overview), (status = 401), (status = 403)))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn overview(
+    State(cdx): State<CdxState>,
+    _: Superadmin,
+) -> Result<Json<Overview>, ApiError> {
+    Ok(Json(
+        store::overview(cdx.db().reader(), Timestamp::now(), OVERVIEW_DAYS).await?,
+    ))
+}

@@ -1,0 +1,668 @@
+//! The aggregates (read models) built from every service's events, and the reads of the
+//! summary, the overview and the tenant list with its summary columns.
+
+use std::collections::BTreeMap;
+
+use platform::db::contains_pattern;
+use platform::db::Db;
+use platform::events::{Actor, Event};
+use platform::ids::Timestamp;
+use platform::ApiResult;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::{tenant_from_row, Arg, Conditions, TenantFilter, TENANT_COLUMNS};
+use crate::aggregates::{
+    DayActivity, Drift, Overview, OverviewTotals, PipelineValue, TenantCounters, TenantListItem,
+    TenantSort, TenantsByStatus,
+};
+
+/// How long successful logins are kept for "logins in the last 24 h" (two days, in ms).
+const LOGIN_RETENTION_MS: i64 = 2 * 86_400_000;
+/// One day in milliseconds.
+const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day (`YYYY-MM-DD`) of a moment.
+pub(crate) fn day_of(at: Timestamp) -> String {
+    at.to_rfc3339().chars().take(10).collect()
+}
+
+// Applying events
+
+/// Applies one event's effect on the aggregates (the caller dedups and commits).
+pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx::Result<()> {
+    let at = event.occurred_at.millis();
+    count_activity(conn, event).await?;
+    let Some(tenant) = event.tenant_id.as_deref() else {
+        return Ok(());
+    };
+    let data = &event.data;
+    match event.event_type.as_str() {
+        crate::events::TENANT_CREATED => ensure_summary(conn, tenant, at).await?,
+        "auth.user.created" | "auth.user.updated" | "auth.user.deleted" => {
+            apply_user(conn, tenant, event).await?;
+        }
+        "auth.login.succeeded" => {
+            sqlx::query(
+                "INSERT INTO tenant_logins (event_id, tenant_id, at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&event.id)
+            .bind(tenant)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM tenant_logins WHERE at < $1")
+                .bind(Timestamp::now().millis() - LOGIN_RETENTION_MS)
+                .execute(&mut *conn)
+                .await?;
+        }
+        "crm.customer.created" => bump(conn, tenant, &[("customers", 1)], at).await?,
+        "crm.customer.deleted" => bump(conn, tenant, &[("customers", -1)], at).await?,
+        "crm.company.created" => bump(conn, tenant, &[("companies", 1)], at).await?,
+        "crm.company.deleted" => bump(conn, tenant, &[("companies", -1)], at).await?,
+        "crm.customers.imported" => {
+            let customers = data["created"].as_i64().unwrap_or(0);
+            let companies = data["companies_created"].as_i64().unwrap_or(0);
+            bump(
+                conn,
+                tenant,
+                &[("customers", customers), ("companies", companies)],
+                at,
+            )
+            .await?;
+        }
+        "crm.deal.created"
+        | "crm.deal.updated"
+        | "crm.deal.stage_changed"
+        | "crm.deal.closed"
+        | "crm.deal.deleted" => apply_deal(conn, tenant, event).await?,
+        "crm.tenant.purged" => {
+            ensure_summary(conn, tenant, at).await?;
+            sqlx::query(
+                "UPDATE tenant_summary SET customers = 0, companies = 0, open_deals = 0, \
+                 updated_at = $2 WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            for table in ["tenant_pipeline", "tenant_deals"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                    .bind(tenant)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One more event (and login) of the event's tenant on its day.
+async fn count_activity(conn: &mut AnyConnection, event: &Event) -> sqlx::Result<()> {
+    let logins = i64::from(event.event_type == "auth.login.succeeded");
+    sqlx::query(
+        "INSERT INTO activity_daily (tenant_id, day, logins, events) VALUES ($1, $2, $3, 1) \
+         ON CONFLICT (tenant_id, day) DO UPDATE SET \
+         logins = activity_daily.logins + excluded.logins, \
+         events = activity_daily.events + 1",
+    )
+    .bind(event.tenant_id.as_deref().unwrap_or(""))
+    .bind(day_of(event.occurred_at))
+    .bind(logins)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn ensure_summary(conn: &mut AnyConnection, tenant: &str, at: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_summary (tenant_id, users_total, users_active, customers, \
+         companies, open_deals, updated_at) VALUES ($1, 0, 0, 0, 0, 0, $2) \
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds the deltas to the tenant's counters (columns from a fixed list, never input).
+async fn bump(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    deltas: &[(&'static str, i64)],
+    at: i64,
+) -> sqlx::Result<()> {
+    ensure_summary(conn, tenant, at).await?;
+    let sets: Vec<String> = deltas
+        .iter()
+        .map(|(column, delta)| format!("{column} = {column} + ({delta})"))
+        .collect();
+    sqlx::query(&format!(
+        "UPDATE tenant_summary SET {}, updated_at = $2 WHERE tenant_id = $1",
+        sets.join(", ")
+    ))
+    .bind(tenant)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `auth.user.*`: the user's status moves the total and active counters.
+async fn apply_user(conn: &mut AnyConnection, tenant: &str, event: &Event) -> sqlx::Result<()> {
+    let user = &event.aggregate_id;
+    let old: Option<String> =
+        sqlx::query_scalar("SELECT status FROM tenant_users WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let new = if event.event_type == "auth.user.deleted" {
+        None
+    } else {
+        Some(
+            event.data["status"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| old.clone())
+                .unwrap_or_else(|| "active".to_string()),
+        )
+    };
+    sqlx::query("DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(status) = &new {
+        sqlx::query("INSERT INTO tenant_users (tenant_id, user_id, status) VALUES ($1, $2, $3)")
+            .bind(tenant)
+            .bind(user)
+            .bind(status)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let exists = |s: &Option<String>| i64::from(s.is_some());
+    let active = |s: &Option<String>| i64::from(s.as_deref() == Some("active"));
+    bump(
+        conn,
+        tenant,
+        &[
+            ("users_total", exists(&new) - exists(&old)),
+            ("users_active", active(&new) - active(&old)),
+        ],
+        event.occurred_at.millis(),
+    )
+    .await
+}
+
+/// A deal's status, value and currency as last seen.
+#[derive(Debug, Clone, PartialEq)]
+struct DealState {
+    status: String,
+    value: i64,
+    currency: String,
+}
+
+impl DealState {
+    fn is_open(&self) -> bool {
+        self.status == "open"
+    }
+}
+
+/// `crm.deal.*`: moves the deal's value out of the pipeline as it was and into it as it is.
+async fn apply_deal(conn: &mut AnyConnection, tenant: &str, event: &Event) -> sqlx::Result<()> {
+    let deal = &event.aggregate_id;
+    let at = event.occurred_at.millis();
+    let old = sqlx::query(
+        "SELECT status, value, currency FROM tenant_deals WHERE tenant_id = $1 AND deal_id = $2",
+    )
+    .bind(tenant)
+    .bind(deal)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row: AnyRow| -> sqlx::Result<DealState> {
+        Ok(DealState {
+            status: row.try_get("status")?,
+            value: row.try_get("value")?,
+            currency: row.try_get("currency")?,
+        })
+    })
+    .transpose()?;
+    let new = if event.event_type == "crm.deal.deleted" {
+        None
+    } else {
+        let data: &Value = &event.data;
+        let base = old.clone().unwrap_or(DealState {
+            status: "open".into(),
+            value: 0,
+            currency: String::new(),
+        });
+        Some(DealState {
+            status: data["status"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or(base.status),
+            value: data["value"].as_i64().unwrap_or(base.value),
+            currency: data["currency"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or(base.currency),
+        })
+    };
+    if old == new {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM tenant_deals WHERE tenant_id = $1 AND deal_id = $2")
+        .bind(tenant)
+        .bind(deal)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(state) = &new {
+        sqlx::query(
+            "INSERT INTO tenant_deals (tenant_id, deal_id, status, value, currency) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant)
+        .bind(deal)
+        .bind(&state.status)
+        .bind(state.value)
+        .bind(&state.currency)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut open_delta = 0;
+    if let Some(o) = old.as_ref().filter(|o| o.is_open()) {
+        open_delta -= 1;
+        add_pipeline(conn, tenant, &o.currency, -o.value).await?;
+    }
+    if let Some(n) = new.as_ref().filter(|n| n.is_open()) {
+        open_delta += 1;
+        add_pipeline(conn, tenant, &n.currency, n.value).await?;
+    }
+    bump(conn, tenant, &[("open_deals", open_delta)], at).await
+}
+
+async fn add_pipeline(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    currency: &str,
+    delta: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_pipeline (tenant_id, currency, open_value) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id, currency) DO UPDATE SET \
+         open_value = tenant_pipeline.open_value + excluded.open_value",
+    )
+    .bind(tenant)
+    .bind(currency)
+    .bind(delta)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+// Reads
+
+fn counters_from_row(row: &AnyRow) -> Result<TenantCounters, sqlx::Error> {
+    Ok(TenantCounters {
+        users_total: row.try_get("s_users_total")?,
+        users_active: row.try_get("s_users_active")?,
+        customers: row.try_get("s_customers")?,
+        companies: row.try_get("s_companies")?,
+        open_deals: row.try_get("s_open_deals")?,
+    })
+}
+
+/// The summary columns, named `s_*`, of the joined `tenant_summary s` (zero without a row).
+const COUNTER_COLUMNS: &str = "COALESCE(s.users_total, 0) AS s_users_total, \
+     COALESCE(s.users_active, 0) AS s_users_active, COALESCE(s.customers, 0) AS s_customers, \
+     COALESCE(s.companies, 0) AS s_companies, COALESCE(s.open_deals, 0) AS s_open_deals";
+
+/// A tenant's counters and when they last changed (zero and `None` before any event).
+pub async fn tenant_counters(
+    pool: &AnyPool,
+    tenant_id: &str,
+) -> ApiResult<(TenantCounters, Option<Timestamp>)> {
+    let row = sqlx::query(
+        "SELECT users_total AS s_users_total, users_active AS s_users_active, \
+         customers AS s_customers, companies AS s_companies, open_deals AS s_open_deals, \
+         updated_at FROM tenant_summary WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some(row) => (
+            counters_from_row(&row)?,
+            Some(Timestamp(row.try_get("updated_at")?)),
+        ),
+        None => (TenantCounters::default(), None),
+    })
+}
+
+/// Value of the open deals per currency (of one tenant, or of all), without zero amounts.
+pub async fn pipeline(pool: &AnyPool, tenant_id: Option<&str>) -> ApiResult<Vec<PipelineValue>> {
+    let rows = match tenant_id {
+        Some(tenant) => {
+            sqlx::query(
+                "SELECT currency, open_value FROM tenant_pipeline \
+                 WHERE tenant_id = $1 AND open_value <> 0 ORDER BY currency",
+            )
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "SELECT currency, CAST(SUM(open_value) AS BIGINT) AS open_value \
+                 FROM tenant_pipeline GROUP BY currency \
+                 HAVING CAST(SUM(open_value) AS BIGINT) <> 0 ORDER BY currency",
+            )
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|row| -> Result<PipelineValue, sqlx::Error> {
+            Ok(PipelineValue {
+                currency: row.try_get("currency")?,
+                open_value: row.try_get("open_value")?,
+            })
+        })
+        .collect::<Result<_, _>>()?)
+}
+
+/// Successful logins since `since` (of one tenant, or of all tenants).
+pub async fn logins_since(
+    pool: &AnyPool,
+    tenant_id: Option<&str>,
+    since: Timestamp,
+) -> ApiResult<i64> {
+    let n = match tenant_id {
+        Some(tenant) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tenant_logins WHERE tenant_id = $1 AND at >= $2",
+            )
+            .bind(tenant)
+            .bind(since.millis())
+            .fetch_one(pool)
+            .await?
+        }
+        None => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM tenant_logins WHERE at >= $1")
+                .bind(since.millis())
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    Ok(n)
+}
+
+/// The platform overview at `now`: tenants by status, totals, activity of the last `days`.
+pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Overview> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tenants GROUP BY status")
+        .fetch_all(pool)
+        .await?;
+    let mut by_status = BTreeMap::new();
+    let mut total = 0;
+    for row in &rows {
+        let status: String = row.try_get("status")?;
+        let n: i64 = row.try_get("n")?;
+        total += n;
+        by_status.insert(status, n);
+    }
+    for status in ["active", "suspended"] {
+        by_status.entry(status.to_string()).or_insert(0);
+    }
+    let sum = |c: &str| format!("COALESCE(CAST(SUM(s.{c}) AS BIGINT), 0) AS s_{c}");
+    let row = sqlx::query(&format!(
+        "SELECT {}, {}, {}, {}, {} FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id",
+        sum("users_total"),
+        sum("users_active"),
+        sum("customers"),
+        sum("companies"),
+        sum("open_deals"),
+    ))
+    .fetch_one(pool)
+    .await?;
+    let counters = counters_from_row(&row)?;
+    let first_day = day_of(Timestamp(now.millis() - (days - 1) * DAY_MS));
+    let rows = sqlx::query(
+        "SELECT day, CAST(SUM(logins) AS BIGINT) AS logins, CAST(SUM(events) AS BIGINT) AS events \
+         FROM activity_daily WHERE day >= $1 GROUP BY day",
+    )
+    .bind(&first_day)
+    .fetch_all(pool)
+    .await?;
+    let mut seen = BTreeMap::new();
+    for row in &rows {
+        let day: String = row.try_get("day")?;
+        seen.insert(day, (row.try_get("logins")?, row.try_get("events")?));
+    }
+    let activity = (0..days)
+        .rev()
+        .map(|back| {
+            let day = day_of(Timestamp(now.millis() - back * DAY_MS));
+            let (logins, events) = seen.get(&day).copied().unwrap_or((0, 0));
+            DayActivity {
+                day,
+                logins,
+                events,
+            }
+        })
+        .collect();
+    Ok(Overview {
+        tenants: TenantsByStatus { total, by_status },
+        totals: OverviewTotals {
+            counters,
+            logins_24h: logins_since(pool, None, Timestamp(now.millis() - DAY_MS)).await?,
+            pipeline: pipeline(pool, None).await?,
+        },
+        activity,
+    })
+}
+
+/// A position in a sorted tenant list: the sort value and the id of the last item seen.
+#[derive(Debug, Clone)]
+pub enum SortValue {
+    /// Of a text column.
+    Text(String),
+    /// Of a number column.
+    Int(i64),
+}
+
+/// Tenants with their summary columns, in `sort` order after `after`, at most `limit`.
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn list_tenant_items(
+    pool: &AnyPool,
+    filter: &TenantFilter,
+    sort: TenantSort,
+    after: Option<(SortValue, String)>,
+    limit: i64,
+) -> ApiResult<Vec<TenantListItem>> {
+    let mut c = Conditions::default();
+    if let Some(status) = filter.status {
+        let p = c.bind(Arg::Text(status.as_str().to_string()));
+        c.and(format!("t.status = {p}"));
+    }
+    if let Some(client_id) = &filter.client_id {
+        let p = c.bind(Arg::Text(client_id.clone()));
+        c.and(format!("t.client_id = {p}"));
+    }
+    if let Some(q) = &filter.q {
+        let pattern = contains_pattern(q);
+        let p1 = c.bind(Arg::Text(pattern.clone()));
+        let p2 = c.bind(Arg::Text(pattern));
+        c.and(format!(
+            "(LOWER(t.slug) LIKE {p1} ESCAPE '\\' OR LOWER(t.name) LIKE {p2} ESCAPE '\\')"
+        ));
+    }
+    let key = sort.key_sql();
+    let (cmp, dir) = if sort.descending() {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((value, id)) = after {
+        let v = c.bind(match value {
+            SortValue::Text(s) => Arg::Text(s),
+            SortValue::Int(n) => Arg::Int(n),
+        });
+        // The numbered placeholder `{v}` is used twice but bound once.
+        let p = c.bind(Arg::Text(id));
+        c.and(format!(
+            "({key} {cmp} {v} OR ({key} = {v} AND t.id {cmp} {p}))"
+        ));
+    }
+    let where_sql = c.where_sql();
+    let p = c.bind(Arg::Int(limit));
+    let columns: Vec<String> = TENANT_COLUMNS
+        .split(',')
+        .map(|col| format!("t.{}", col.trim()))
+        .collect();
+    let sql = format!(
+        "SELECT {}, {COUNTER_COLUMNS} FROM tenants t \
+         LEFT JOIN tenant_summary s ON s.tenant_id = t.id{where_sql} \
+         ORDER BY {key} {dir}, t.id {dir} LIMIT {p}",
+        columns.join(", ")
+    );
+    let rows = c.query(&sql).fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|row| -> Result<TenantListItem, sqlx::Error> {
+            Ok(TenantListItem {
+                tenant: tenant_from_row(row)?,
+                summary: counters_from_row(row)?,
+            })
+        })
+        .collect::<Result<_, _>>()?)
+}
+
+// Rebuild
+
+/// The aggregate tables, emptied by a rebuild.
+const AGGREGATE_TABLES: &[&str] = &[
+    "tenant_summary",
+    "tenant_pipeline",
+    "tenant_deals",
+    "tenant_users",
+    "tenant_logins",
+    "activity_daily",
+];
+
+/// Audit entries replayed per query.
+const REPLAY_PAGE: i64 = 1000;
+
+/// Every counter of every tenant: `(tenant, counter)` → value; pipeline values as
+/// `pipeline.<currency>`.
+async fn snapshot(conn: &mut AnyConnection) -> sqlx::Result<BTreeMap<(String, String), i64>> {
+    let mut out = BTreeMap::new();
+    let rows = sqlx::query(
+        "SELECT tenant_id, users_total, users_active, customers, companies, open_deals \
+         FROM tenant_summary",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let tenant: String = row.try_get("tenant_id")?;
+        for counter in [
+            "users_total",
+            "users_active",
+            "customers",
+            "companies",
+            "open_deals",
+        ] {
+            out.insert((tenant.clone(), counter.to_string()), row.try_get(counter)?);
+        }
+    }
+    let rows = sqlx::query("SELECT tenant_id, currency, open_value FROM tenant_pipeline")
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in &rows {
+        let currency: String = row.try_get("currency")?;
+        out.insert(
+            (row.try_get("tenant_id")?, format!("pipeline.{currency}")),
+            row.try_get("open_value")?,
+        );
+    }
+    Ok(out)
+}
+
+/// Recomputes every aggregate by replaying the audit log (which holds every event of every
+/// service, in order) and reports where the kept counters differed. With `apply` the
+/// recomputed aggregates replace the kept ones, else nothing changes. Replayed events are
+/// marked as applied, so one the consumer has not seen yet is not counted twice.
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn rebuild_aggregates(db: &Db, apply: bool) -> ApiResult<Vec<Drift>> {
+    let mut tx = db.begin().await?;
+    let before = snapshot(&mut tx).await?;
+    for table in AGGREGATE_TABLES {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut last = 0_i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, seq, occurred_at, tenant_id, action, target, detail FROM audit_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(last)
+        .bind(REPLAY_PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(end) = rows.last() else { break };
+        last = end.try_get("seq")?;
+        for row in &rows {
+            let detail: String = row.try_get("detail")?;
+            let event = Event {
+                id: row.try_get("id")?,
+                source: String::new(),
+                event_type: row.try_get("action")?,
+                tenant_id: row.try_get("tenant_id")?,
+                aggregate_id: row.try_get("target")?,
+                actor: Actor::default(),
+                occurred_at: Timestamp(row.try_get("occurred_at")?),
+                data: serde_json::from_str(&detail).unwrap_or(Value::Null),
+            };
+            apply_event(&mut tx, &event).await?;
+            sqlx::query(
+                "INSERT INTO processed_events (consumer, event_id, processed_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(crate::aggregates::CONSUMER)
+            .bind(&event.id)
+            .bind(Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let after = snapshot(&mut tx).await?;
+    let mut drift = Vec::new();
+    let keys: std::collections::BTreeSet<&(String, String)> =
+        before.keys().chain(after.keys()).collect();
+    for key in keys {
+        let kept = before.get(key).copied().unwrap_or(0);
+        let recomputed = after.get(key).copied().unwrap_or(0);
+        if kept != recomputed {
+            drift.push(Drift {
+                tenant_id: key.0.clone(),
+                counter: key.1.clone(),
+                kept,
+                recomputed,
+            });
+        }
+    }
+    if apply {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(drift)
+}

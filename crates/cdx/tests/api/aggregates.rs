@@ -1,0 +1,426 @@
+//! The aggregates, fed with synthetic events through the consumer and read over HTTP.
+
+use cdx::aggregates::Aggregates;
+use platform::events::{Actor, Event, EventHandler};
+use platform::ids::new_id;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::{spawn_app, App};
+
+fn event(source: &str, kind: &str, tenant: &str, aggregate: &str, data: Value) -> Event {
+    Event::new(
+        source,
+        kind,
+        Some(tenant),
+        aggregate,
+        &Actor::system("test"),
+        data,
+    )
+}
+
+fn deal(kind: &str, tenant: &str, id: &str, status: &str, value: i64, currency: &str) -> Event {
+    event(
+        "crm",
+        &format!("crm.deal.{kind}"),
+        tenant,
+        id,
+        json!({ "changed": [], "status": status, "value": value, "currency": currency }),
+    )
+}
+
+async fn summary(app: &App, tenant: &str) -> Value {
+    let reply = app.get(&format!("/api/cdx/tenants/{tenant}/summary")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body
+}
+
+async fn setup() -> (App, Aggregates, String, String) {
+    let app = spawn_app().await;
+    let client = app.client("Acme").await;
+    let client_id = client["id"].as_str().expect("id").to_string();
+    let tenant = app.tenant("acme", &client_id).await;
+    let aggregates = Aggregates::new(app.db.clone());
+    (
+        app,
+        aggregates,
+        tenant["id"].as_str().expect("id").to_string(),
+        client_id,
+    )
+}
+
+#[tokio::test]
+async fn counters_follow_events_and_an_event_counts_once() {
+    let (app, agg, tenant, _) = setup().await;
+    let u1 = new_id();
+    let u2 = new_id();
+    let created = event(
+        "auth",
+        "auth.user.created",
+        &tenant,
+        &u1,
+        json!({ "status": "active" }),
+    );
+    agg.handle(&created).await.expect("applied");
+    agg.handle(&created).await.expect("redelivery is a no-op");
+    let second = event(
+        "auth",
+        "auth.user.created",
+        &tenant,
+        &u2,
+        json!({ "status": "active" }),
+    );
+    let disabled = event(
+        "auth",
+        "auth.user.updated",
+        &tenant,
+        &u2,
+        json!({ "changed": ["status"], "status": "disabled" }),
+    );
+    agg.handle_batch(&[&second, &disabled, &created])
+        .await
+        .expect("batch");
+    // A batch delivered again changes nothing.
+    agg.handle_batch(&[&second, &disabled])
+        .await
+        .expect("batch");
+    let login = event(
+        "auth",
+        "auth.login.succeeded",
+        &tenant,
+        &u1,
+        json!({ "session_id": new_id() }),
+    );
+    agg.handle(&login).await.expect("login");
+    agg.handle(&login).await.expect("login again");
+    for kind in ["customer", "customer", "company"] {
+        let e = event(
+            "crm",
+            &format!("crm.{kind}.created"),
+            &tenant,
+            &new_id(),
+            json!({ "changed": [] }),
+        );
+        agg.handle(&e).await.expect("record");
+    }
+    let import = event(
+        "crm",
+        "crm.customers.imported",
+        &tenant,
+        &new_id(),
+        json!({ "created": 5, "updated": 1, "skipped": 0, "companies_created": 2 }),
+    );
+    agg.handle(&import).await.expect("import");
+    agg.handle(&import).await.expect("import again");
+    let gone = event(
+        "crm",
+        "crm.customer.deleted",
+        &tenant,
+        &new_id(),
+        json!({ "changed": [] }),
+    );
+    agg.handle(&gone).await.expect("delete");
+
+    let s = summary(&app, "acme").await;
+    assert_eq!(s["tenant_id"], json!(tenant));
+    assert_eq!(s["users_total"], 2, "{s}");
+    assert_eq!(s["users_active"], 1, "{s}");
+    assert_eq!(s["logins_24h"], 1, "{s}");
+    assert_eq!(s["customers"], 6, "{s}");
+    assert_eq!(s["companies"], 3, "{s}");
+    assert_eq!(s["open_deals"], 0, "{s}");
+
+    let deleted = event(
+        "auth",
+        "auth.user.deleted",
+        &tenant,
+        &u2,
+        json!({ "status": "disabled" }),
+    );
+    agg.handle(&deleted).await.expect("user deleted");
+    let s = summary(&app, &tenant).await;
+    assert_eq!(
+        (s["users_total"].clone(), s["users_active"].clone()),
+        (json!(1), json!(1))
+    );
+
+    let overview = app.get("/api/cdx/overview").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
+    let o = overview.body;
+    assert_eq!(o["tenants"]["total"], 1, "{o}");
+    assert_eq!(o["tenants"]["by_status"]["active"], 1, "{o}");
+    assert_eq!(o["tenants"]["by_status"]["suspended"], 0, "{o}");
+    assert_eq!(o["totals"]["customers"], 6, "{o}");
+    assert_eq!(o["totals"]["users_total"], 1, "{o}");
+    assert_eq!(o["totals"]["logins_24h"], 1, "{o}");
+    let days = o["activity"].as_array().expect("activity");
+    assert_eq!(days.len(), 30);
+    let today = &days[29];
+    assert_eq!(today["logins"], 1, "{o}");
+    // Every distinct event applied once: 3 user + 1 login + 3 records + import + delete +
+    // user delete.
+    assert_eq!(today["events"], 10, "{o}");
+
+    assert_eq!(
+        app.get("/api/cdx/tenants/nope/summary").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn deal_value_moves_between_currencies_and_statuses() {
+    let (app, agg, tenant, _) = setup().await;
+    let (d1, d2) = (new_id(), new_id());
+    let steps = [
+        deal("created", &tenant, &d1, "open", 1000, "EUR"),
+        deal("created", &tenant, &d2, "open", 500, "EUR"),
+        // Value and currency change.
+        deal("updated", &tenant, &d1, "open", 1200, "USD"),
+    ];
+    for e in &steps {
+        agg.handle(e).await.expect("deal");
+    }
+    let s = summary(&app, &tenant).await;
+    assert_eq!(s["open_deals"], 2, "{s}");
+    assert_eq!(
+        s["pipeline"],
+        json!([
+            { "currency": "EUR", "open_value": 500 },
+            { "currency": "USD", "open_value": 1200 },
+        ])
+    );
+    // Won: out of the pipeline; stage_changed and closed carry the same state (no double move).
+    let won = [
+        deal("stage_changed", &tenant, &d2, "won", 500, "EUR"),
+        deal("closed", &tenant, &d2, "won", 500, "EUR"),
+    ];
+    agg.handle_batch(&[&won[0], &won[1]]).await.expect("won");
+    let s = summary(&app, &tenant).await;
+    assert_eq!(s["open_deals"], 1, "{s}");
+    assert_eq!(
+        s["pipeline"],
+        json!([{ "currency": "USD", "open_value": 1200 }])
+    );
+    // Reopened with a new value, then the other deal deleted (its event carries nothing).
+    agg.handle(&deal("updated", &tenant, &d2, "open", 700, "EUR"))
+        .await
+        .expect("reopened");
+    agg.handle(&event(
+        "crm",
+        "crm.deal.deleted",
+        &tenant,
+        &d1,
+        json!({ "changed": [] }),
+    ))
+    .await
+    .expect("deleted");
+    let s = summary(&app, &tenant).await;
+    assert_eq!(s["open_deals"], 1, "{s}");
+    assert_eq!(
+        s["pipeline"],
+        json!([{ "currency": "EUR", "open_value": 700 }])
+    );
+    // An update naming only a status keeps the known value and currency.
+    agg.handle(&event(
+        "crm",
+        "crm.deal.closed",
+        &tenant,
+        &d2,
+        json!({ "status": "lost" }),
+    ))
+    .await
+    .expect("lost");
+    let s = summary(&app, &tenant).await;
+    assert_eq!(s["open_deals"], 0, "{s}");
+    assert_eq!(s["pipeline"], json!([]));
+    let o = app.get("/api/cdx/overview").await.body;
+    assert_eq!(o["totals"]["pipeline"], json!([]), "{o}");
+}
+
+#[tokio::test]
+async fn purge_resets_the_crm_counters() {
+    let (app, agg, tenant, _) = setup().await;
+    let user = event(
+        "auth",
+        "auth.user.created",
+        &tenant,
+        &new_id(),
+        json!({ "status": "active" }),
+    );
+    agg.handle(&user).await.expect("user");
+    for e in [
+        event("crm", "crm.customer.created", &tenant, &new_id(), json!({})),
+        event("crm", "crm.company.created", &tenant, &new_id(), json!({})),
+        deal("created", &tenant, &new_id(), "open", 300, "GBP"),
+    ] {
+        agg.handle(&e).await.expect("record");
+    }
+    let purge = event(
+        "crm",
+        "crm.tenant.purged",
+        &tenant,
+        &tenant,
+        json!({ "removed": {} }),
+    );
+    agg.handle(&purge).await.expect("purged");
+    let s = summary(&app, &tenant).await;
+    assert_eq!(
+        (
+            s["customers"].clone(),
+            s["companies"].clone(),
+            s["open_deals"].clone()
+        ),
+        (json!(0), json!(0), json!(0)),
+        "{s}"
+    );
+    assert_eq!(s["pipeline"], json!([]));
+    // Users are auth's, not touched by the CRM's purge.
+    assert_eq!(s["users_total"], 1);
+    // A deal created after the purge counts from zero.
+    agg.handle(&deal("created", &tenant, &new_id(), "open", 50, "GBP"))
+        .await
+        .expect("deal");
+    let s = summary(&app, &tenant).await;
+    assert_eq!(
+        s["pipeline"],
+        json!([{ "currency": "GBP", "open_value": 50 }])
+    );
+}
+
+#[tokio::test]
+async fn tenant_list_carries_summaries_and_sorts_with_stable_paging() {
+    let app = spawn_app().await;
+    let client = app.client("Acme").await;
+    let client_id = client["id"].as_str().expect("id").to_string();
+    let agg = Aggregates::new(app.db.clone());
+    let mut tenants = Vec::new();
+    for i in 0..7 {
+        let t = app.tenant(&format!("t{i}"), &client_id).await;
+        let id = t["id"].as_str().expect("id").to_string();
+        // Customers 0,1,2,0,1,2,0: ties that paging must not lose or repeat.
+        for _ in 0..(i % 3) {
+            agg.handle(&event(
+                "crm",
+                "crm.customer.created",
+                &id,
+                &new_id(),
+                json!({}),
+            ))
+            .await
+            .expect("customer");
+        }
+        tenants.push(id);
+    }
+    let (items, _) = app.collect("/api/cdx/tenants", 50).await;
+    assert_eq!(items.len(), 7);
+    assert_eq!(items[1]["summary"]["customers"], 1);
+    assert_eq!(
+        items[1]["slug"], "t1",
+        "the tenant's own fields stay as they were"
+    );
+    assert!(items[0]["summary"]["users_total"].is_number());
+
+    for (sort, limit) in [
+        ("customers", 2),
+        ("-customers", 3),
+        ("users", 2),
+        ("name", 2),
+        ("-created", 3),
+    ] {
+        let (items, pages) = app
+            .collect(&format!("/api/cdx/tenants?sort={sort}"), limit)
+            .await;
+        assert!(pages >= 3, "{sort}: paged");
+        let ids = crate::common::ids(&items);
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            7,
+            "{sort}: every tenant exactly once: {ids:?}"
+        );
+        if sort.ends_with("customers") {
+            let values: Vec<i64> = items
+                .iter()
+                .map(|i| i["summary"]["customers"].as_i64().expect("n"))
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort();
+            if sort.starts_with('-') {
+                sorted.reverse();
+            }
+            assert_eq!(values, sorted, "{sort}");
+        }
+        if sort == "-created" {
+            let mut expected = tenants.clone();
+            expected.reverse();
+            assert_eq!(ids, expected);
+        }
+    }
+    let bad = app.get("/api/cdx/tenants?sort=bogus").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let bad = app.get("/api/cdx/tenants?sort=customers&cursor=YWJj").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+}
+
+#[tokio::test]
+async fn a_rebuild_from_the_audit_log_reports_and_repairs_drift() {
+    let (app, agg, tenant, _) = setup().await;
+    let audit = app.cdx.audit_consumer();
+    let d = new_id();
+    let events = [
+        event("crm", "crm.customer.created", &tenant, &new_id(), json!({})),
+        event("crm", "crm.customer.created", &tenant, &new_id(), json!({})),
+        deal("created", &tenant, &d, "open", 400, "EUR"),
+        deal("updated", &tenant, &d, "open", 600, "USD"),
+    ];
+    for e in &events {
+        audit.handle(e).await.expect("audited");
+        agg.handle(e).await.expect("applied");
+    }
+    app.delivered().await;
+    assert_eq!(app.cdx.rebuild_aggregates(false).await.expect("check"), []);
+
+    // A counter gone wrong is reported, left alone by a check and repaired by a rebuild.
+    sqlx::query("UPDATE tenant_summary SET customers = 99 WHERE tenant_id = $1")
+        .bind(&tenant)
+        .execute(app.db.writer())
+        .await
+        .expect("tamper");
+    let drift = app.cdx.rebuild_aggregates(false).await.expect("check");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(
+        (
+            drift[0].counter.as_str(),
+            drift[0].kept,
+            drift[0].recomputed
+        ),
+        ("customers", 99, 2)
+    );
+    assert_eq!(summary(&app, &tenant).await["customers"], 99);
+    assert_eq!(
+        app.cdx
+            .rebuild_aggregates(true)
+            .await
+            .expect("rebuild")
+            .len(),
+        1
+    );
+    let s = summary(&app, &tenant).await;
+    assert_eq!(s["customers"], 2);
+    assert_eq!(
+        s["pipeline"],
+        json!([{ "currency": "USD", "open_value": 600 }])
+    );
+    assert_eq!(app.cdx.rebuild_aggregates(false).await.expect("check"), []);
+
+    // An event audited but not yet applied is counted by the rebuild, and its late delivery
+    // to the consumer then changes nothing.
+    let late = event("crm", "crm.company.created", &tenant, &new_id(), json!({}));
+    audit.handle(&late).await.expect("audited");
+    let drift = app.cdx.rebuild_aggregates(true).await.expect("rebuild");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    agg.handle(&late).await.expect("late delivery");
+    assert_eq!(summary(&app, &tenant).await["companies"], 1);
+}

@@ -1,0 +1,162 @@
+//! `[gateway]` settings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A token bucket: `per_second` requests refill continuously, up to `burst` at once.
+/// `per_second = 0` switches the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 0.0,
+            burst: 0,
+        }
+    }
+}
+
+impl RateLimit {
+    /// Whether the limit applies.
+    pub fn enabled(&self) -> bool {
+        self.per_second > 0.0
+    }
+}
+
+/// Settings of the gateway (`[gateway]` in `metatron.toml`, `METATRON_GATEWAY_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Upstreams per service: `/api/<service>/...` goes to one of `upstreams.<service>`
+    /// (base URLs such as `http://127.0.0.1:3003`). A service with no URL is not routed.
+    pub upstreams: BTreeMap<String, Vec<String>>,
+    /// How long connecting to an upstream may take; a refusing or unreachable upstream
+    /// answers 503 within it.
+    pub connect_timeout_ms: u64,
+    /// How long an upstream may take to answer with its headers; then 504.
+    pub request_timeout_ms: u64,
+    /// Per-route request timeouts: path prefix → milliseconds (longest prefix wins).
+    pub route_timeouts_ms: BTreeMap<String, u64>,
+    /// Largest request body; larger ones answer 413.
+    pub max_body_bytes: u64,
+    /// Per-route body limits: path prefix → bytes (longest prefix wins).
+    pub route_max_body_bytes: BTreeMap<String, u64>,
+    /// Token bucket per client IP address.
+    pub rate_limit_per_ip: RateLimit,
+    /// Token bucket per tenant (from the verified access token).
+    pub rate_limit_per_tenant: RateLimit,
+    /// Origins allowed by CORS (`*` for any); empty disables CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// Interval of the active health checks (`GET /ready` on each upstream); 0 turns
+    /// them off (failures are then noticed by the circuit breakers alone).
+    pub health_check_interval_ms: u64,
+    /// Consecutive failures (connect errors, timeouts, 502/503/504) that open an
+    /// upstream's circuit breaker.
+    pub circuit_failure_threshold: u32,
+    /// How long an open circuit stays open before one probe request is let through.
+    pub circuit_open_ms: u64,
+    /// Most retries of one idempotent request after a connect failure (each on another
+    /// upstream).
+    pub max_retries: u32,
+    /// Retries allowed per second across all requests (token bucket, burst of the same
+    /// size), so retries cannot multiply load during an outage.
+    pub retry_budget_per_second: f64,
+    /// The service whose upstreams publish the token keys
+    /// (`GET /api/<auth_service>/.well-known/jwks.json`).
+    pub auth_service: String,
+    /// Least time between two key-set refreshes triggered by an unknown key id.
+    pub jwks_refresh_min_interval_ms: u64,
+    /// How long `GET /health` waits for one upstream's `/ready`.
+    pub health_check_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let local = |port: u16| vec![format!("http://127.0.0.1:{port}")];
+        Config {
+            upstreams: BTreeMap::from([
+                ("cdx".to_string(), local(3001)),
+                ("auth".to_string(), local(3003)),
+                ("crm".to_string(), local(3004)),
+            ]),
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 30_000,
+            route_timeouts_ms: BTreeMap::new(),
+            max_body_bytes: 1024 * 1024,
+            route_max_body_bytes: BTreeMap::from([(
+                "/api/crm/customers/import".to_string(),
+                256 * 1024 * 1024,
+            )]),
+            rate_limit_per_ip: RateLimit {
+                per_second: 100.0,
+                burst: 200,
+            },
+            rate_limit_per_tenant: RateLimit {
+                per_second: 500.0,
+                burst: 1_000,
+            },
+            cors_allowed_origins: Vec::new(),
+            health_check_interval_ms: 2_000,
+            circuit_failure_threshold: 5,
+            circuit_open_ms: 5_000,
+            max_retries: 2,
+            retry_budget_per_second: 20.0,
+            auth_service: "auth".to_string(),
+            jwks_refresh_min_interval_ms: 5_000,
+            health_check_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Longest-prefix lookup in a per-route map.
+fn by_route(map: &BTreeMap<String, u64>, path: &str) -> Option<u64> {
+    map.iter()
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, v)| *v)
+}
+
+impl Config {
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The request timeout of `path`.
+    pub fn request_timeout(&self, path: &str) -> Duration {
+        Duration::from_millis(
+            by_route(&self.route_timeouts_ms, path).unwrap_or(self.request_timeout_ms),
+        )
+    }
+
+    /// The body limit of `path`.
+    pub fn max_body(&self, path: &str) -> u64 {
+        by_route(&self.route_max_body_bytes, path).unwrap_or(self.max_body_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let mut config = Config::default();
+        config.route_timeouts_ms.insert("/api/crm".into(), 5);
+        config.route_timeouts_ms.insert("/api/crm/deals".into(), 7);
+        assert_eq!(config.request_timeout("/api/crm/deals/1").as_millis(), 7);
+        assert_eq!(config.request_timeout("/api/crm/x").as_millis(), 5);
+        assert_eq!(config.request_timeout("/api/auth").as_millis(), 30_000);
+        assert_eq!(config.max_body("/api/crm/customers/import"), 256 << 20);
+        assert_eq!(config.max_body("/api/crm/customers"), 1 << 20);
+    }
+}

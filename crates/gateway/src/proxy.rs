@@ -1,0 +1,469 @@
+//! Forwarding one request: edge checks, header rewriting, the choice of upstream, timeouts,
+//! retries on connect failure, and the streamed response.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use platform::ApiError;
+
+use crate::upstream::{Unavailable, Upstream};
+use crate::{client_addr, Gateway, ServedBy, REQUEST_ID};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way upstream: streamed as it arrives, cut off (and flagged) when
+/// it grows past the route's limit.
+pub(crate) struct ProxyBody {
+    inner: Body,
+    remaining: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body exceeds the size limit")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+impl ProxyBody {
+    pub(crate) fn empty() -> ProxyBody {
+        ProxyBody {
+            inner: Body::empty(),
+            remaining: 0,
+            exceeded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl http_body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.exceeded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Internal headers no outside client may set: service identities and anything
+/// `x-metatron-*`.
+fn is_internal(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name == "x-service-token" || name.starts_with("x-metatron-")
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
+/// The service named by `/api/<service>/...`.
+fn service_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/api/")?;
+    let service = rest.split('/').next().unwrap_or(rest);
+    (!service.is_empty()).then_some(service)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// Marks an upstream busy for one attempt; a half-open probe abandoned midway (the client
+/// went away) gives its slot back.
+struct Attempt {
+    upstream: Arc<Upstream>,
+    settled: bool,
+}
+
+impl Attempt {
+    fn new(upstream: Arc<Upstream>) -> Attempt {
+        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
+        Attempt {
+            upstream,
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.settled {
+            self.upstream.release_probe();
+        }
+    }
+}
+
+/// The fallback handler: everything that is not the gateway's own route.
+pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
+    let config = gw.config();
+    let path = req.uri().path().to_string();
+    let Some(service) = service_of(&path).map(str::to_string) else {
+        return ApiError::not_found("route").into_response();
+    };
+    let client = client_addr(&req);
+    let ip = client.map(|a| a.ip().to_string());
+    if let Err(secs) = gw.0.per_ip.check(ip.as_deref().unwrap_or("unknown")) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address; retry later",
+        )
+        .with_retry_after(secs)
+        .into_response();
+    }
+    let Some(pool) = gw.0.pools.get(&service).filter(|p| !p.upstreams.is_empty()) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_service",
+            format!("no service `{service}` is routed by this gateway"),
+        )
+        .into_response();
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    let internal: Vec<HeaderName> = headers.keys().filter(|n| is_internal(n)).cloned().collect();
+    for name in internal {
+        headers.remove(&name);
+    }
+
+    if let Some(token) = bearer(&headers) {
+        let claims = match gw.0.keys.verify(&gw, token).await {
+            Ok(claims) => claims,
+            Err(e) => return e.into_response(),
+        };
+        if let Some(tenant) = &claims.tid {
+            if let Err(secs) = gw.0.per_tenant.check(tenant) {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests for this tenant; retry later",
+                )
+                .with_retry_after(secs)
+                .into_response();
+            }
+        }
+    }
+
+    let limit = config.max_body(&path);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+
+    let host = headers.get(header::HOST).cloned();
+    // A protocol upgrade (WebSocket) keeps its `Connection: upgrade` and `Upgrade` headers,
+    // and the two connections are joined once the upstream answers 101.
+    let upgrade = headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    let mut on_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    if let (Some(protocol), Some(_)) = (&upgrade, &on_upgrade) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    if let Some(ip) = &ip {
+        let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
+    }
+
+    let method = parts.method;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    let empty_body = http_body::Body::is_end_stream(&body)
+        || (declared == Some(0) && !headers.contains_key(header::TRANSFER_ENCODING));
+    let retryable = empty_body
+        && matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let mut body = Some(ProxyBody {
+        inner: body,
+        remaining: limit,
+        exceeded: exceeded.clone(),
+    });
+    let timeout = config.request_timeout(&path);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let open_for = Duration::from_millis(config.circuit_open_ms);
+    let threshold = config.circuit_failure_threshold;
+    let mut tried = Vec::new();
+
+    loop {
+        let (index, upstream) = match pool.pick(&tried) {
+            Ok(picked) => picked,
+            Err(why) => {
+                let message = match (why, tried.is_empty()) {
+                    (Unavailable::NoneConfigured, _) => "the service has no upstream",
+                    (_, true) => "no upstream of this service is available right now",
+                    (_, false) => "the service's upstreams refused the connection",
+                };
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_unavailable",
+                    message,
+                );
+            }
+        };
+        tried.push(index);
+        let mut attempt = Attempt::new(upstream.clone());
+        let uri = match upstream.uri(&path_and_query) {
+            Ok(uri) => uri,
+            Err(_) => {
+                return ApiError::bad_request("invalid_path", "the path is not valid")
+                    .into_response()
+            }
+        };
+        let body = body.take().unwrap_or_else(ProxyBody::empty);
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers.clone();
+
+        let outcome = tokio::time::timeout_at(deadline, gw.0.client.request(request)).await;
+        attempt.settled = true;
+        match outcome {
+            Ok(Ok(response))
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS && on_upgrade.is_some() =>
+            {
+                upstream.success();
+                return served_by(switch_protocols(response, on_upgrade.take()), &upstream);
+            }
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ) {
+                    upstream.failure(threshold, open_for);
+                } else {
+                    upstream.success();
+                }
+                let (mut parts, incoming) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.headers.remove(REQUEST_ID);
+                parts.version = Version::HTTP_11;
+                parts.extensions = http::Extensions::new();
+                return served_by(Response::from_parts(parts, Body::new(incoming)), &upstream);
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                upstream.failure(threshold, open_for);
+                tracing::warn!(upstream = %upstream.url, error = %e, "cannot connect to upstream");
+                let may_retry = retryable
+                    && tried.len() <= config.max_retries as usize
+                    && tried.len() < pool.upstreams.len()
+                    && gw.0.retries.take();
+                if may_retry {
+                    continue;
+                }
+                return served_by(
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream_unavailable",
+                        "the service cannot be reached right now",
+                    ),
+                    &upstream,
+                );
+            }
+            Ok(Err(e)) => {
+                if exceeded.load(Ordering::Relaxed) {
+                    return too_large();
+                }
+                upstream.failure(threshold, open_for);
+                tracing::warn!(upstream = %upstream.url, error = %e, "upstream exchange failed");
+                return served_by(
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the service closed the connection without an answer",
+                    ),
+                    &upstream,
+                );
+            }
+            Err(_) => {
+                upstream.failure(threshold, open_for);
+                tracing::warn!(upstream = %upstream.url, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
+                return served_by(
+                    error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the service did not answer in time",
+                    ),
+                    &upstream,
+                );
+            }
+        }
+    }
+}
+
+/// Answers 101 to the client and, once both sides have switched, copies bytes between the
+/// client's and the upstream's connections until either closes.
+fn switch_protocols(
+    mut response: http::Response<hyper::body::Incoming>,
+    client: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let mut answer = Response::new(Body::empty());
+    *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *answer.headers_mut() = response.headers().clone();
+    if let Some(client) = client {
+        tokio::spawn(async move {
+            match tokio::try_join!(client, upstream_side) {
+                Ok((client, upstream)) => {
+                    let mut client = hyper_util::rt::TokioIo::new(client);
+                    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        tracing::debug!(error = %e, "upgraded connection ended");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
+            }
+        });
+    }
+    answer
+}
+
+/// Records the upstream an answer came from (or failed at) for the access log.
+fn served_by(mut response: Response, upstream: &Upstream) -> Response {
+    response
+        .extensions_mut()
+        .insert(ServedBy(Arc::from(upstream.url.as_str())));
+    response
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the request body exceeds the size limit",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-foo"),
+        );
+        headers.insert("x-foo", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-bar", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-bar"));
+        assert!(is_internal(&HeaderName::from_static("x-metatron-caller")));
+        assert!(is_internal(&HeaderName::from_static("x-service-token")));
+        assert_eq!(service_of("/api/crm/customers"), Some("crm"));
+        assert_eq!(service_of("/api/crm"), Some("crm"));
+        assert_eq!(service_of("/api/"), None);
+        assert_eq!(service_of("/other"), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! Upstreams: their health (active checks and passive ejection), circuit breakers, the
+//! round-robin choice among the available ones, and the retry budget.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use serde_json::{json, Value};
+
+/// State of one upstream's circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Circuit {
+    /// Requests flow.
+    Closed,
+    /// Requests are refused until the instant; then one probe is let through.
+    Open(Instant),
+    /// One probe request is in flight; its outcome closes or re-opens the circuit.
+    HalfOpen,
+}
+
+/// One upstream base URL of a service.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The base URL as configured.
+    pub url: String,
+    scheme: Scheme,
+    authority: Authority,
+    /// Path prefix of the base URL, without a trailing `/`.
+    prefix: String,
+    /// Result of the last active health check.
+    ready: AtomicBool,
+    failures: AtomicU32,
+    circuit: Mutex<Circuit>,
+    /// Requests in flight.
+    pub in_flight: AtomicUsize,
+}
+
+/// Why an upstream was not usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No upstream is configured.
+    NoneConfigured,
+    /// Every upstream failed its health check or has an open circuit.
+    NoneHealthy,
+}
+
+impl Upstream {
+    /// Parses a base URL (`http://host:port[/prefix]`).
+    pub fn parse(url: &str) -> Result<Upstream, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL `{url}` needs a scheme (http://)"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "upstream URL `{url}`: only http:// upstreams are supported"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL `{url}` needs a host"))?;
+        Ok(Upstream {
+            url: url.to_string(),
+            scheme,
+            authority,
+            prefix: uri.path().trim_end_matches('/').to_string(),
+            ready: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            circuit: Mutex::new(Circuit::Closed),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// The URI of `path_and_query` on this upstream.
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.prefix, path_and_query))
+            .build()
+    }
+
+    /// Records an active health check result.
+    pub fn set_ready(&self, ready: bool) {
+        let was = self.ready.swap(ready, Ordering::Relaxed);
+        if was != ready {
+            if ready {
+                tracing::info!(upstream = %self.url, "upstream is ready again");
+            } else {
+                tracing::warn!(upstream = %self.url, "upstream failed its health check");
+            }
+        }
+    }
+
+    /// Whether the last health check passed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Takes this upstream for a request when its circuit lets one through; an open
+    /// circuit past its cool-down turns half-open and lets exactly this request probe.
+    fn try_acquire(&self) -> bool {
+        let Ok(mut circuit) = self.circuit.lock() else {
+            return false;
+        };
+        match *circuit {
+            Circuit::Closed => true,
+            Circuit::HalfOpen => false,
+            Circuit::Open(until) if Instant::now() >= until => {
+                tracing::info!(upstream = %self.url, "circuit half-open: probing");
+                *circuit = Circuit::HalfOpen;
+                true
+            }
+            Circuit::Open(_) => false,
+        }
+    }
+
+    /// Records a successful exchange: closes the circuit.
+    pub fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if let Ok(mut circuit) = self.circuit.lock() {
+            if *circuit != Circuit::Closed {
+                tracing::info!(upstream = %self.url, "circuit closed");
+                *circuit = Circuit::Closed;
+            }
+        }
+    }
+
+    /// Records a failure; opens the circuit after `threshold` in a row (at once when the
+    /// failed request was the half-open probe).
+    pub fn failure(&self, threshold: u32, open_for: Duration) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut circuit) = self.circuit.lock() {
+            let open = match *circuit {
+                Circuit::HalfOpen => true,
+                Circuit::Closed => failures >= threshold.max(1),
+                Circuit::Open(_) => false,
+            };
+            if open {
+                tracing::warn!(upstream = %self.url, failures, "circuit open");
+                *circuit = Circuit::Open(Instant::now() + open_for);
+            }
+        }
+    }
+
+    /// Hands back a half-open probe slot that was taken but not used.
+    pub fn release_probe(&self) {
+        if let Ok(mut circuit) = self.circuit.lock() {
+            if *circuit == Circuit::HalfOpen {
+                *circuit = Circuit::Open(Instant::now());
+            }
+        }
+    }
+
+    /// Whether requests would be let through now (health check passed, circuit not open).
+    pub fn available(&self) -> bool {
+        self.is_ready()
+            && match self.circuit.lock().map(|c| *c) {
+                Ok(Circuit::Closed) => true,
+                Ok(Circuit::Open(until)) => Instant::now() >= until,
+                _ => false,
+            }
+    }
+
+    /// The upstream's state for `GET /health`.
+    pub fn status(&self) -> Value {
+        let circuit = match self.circuit.lock().map(|c| *c) {
+            Ok(Circuit::Closed) => "closed",
+            Ok(Circuit::Open(_)) => "open",
+            Ok(Circuit::HalfOpen) => "half_open",
+            Err(_) => "unknown",
+        };
+        json!({
+            "url": self.url,
+            "ready": self.is_ready(),
+            "circuit": circuit,
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The upstreams of one service.
+#[derive(Debug)]
+pub struct Pool {
+    /// Service name.
+    pub service: String,
+    /// Its upstreams.
+    pub upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// A pool of `urls` for `service`.
+    pub fn new(service: &str, urls: &[String]) -> Result<Pool, String> {
+        Ok(Pool {
+            service: service.to_string(),
+            upstreams: urls
+                .iter()
+                .map(|u| Upstream::parse(u).map(Arc::new))
+                .collect::<Result<_, _>>()?,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Picks the next upstream round-robin among those that are ready and whose circuit
+    /// lets a request through, skipping the indexes in `tried`.
+    pub fn pick(&self, tried: &[usize]) -> Result<(usize, Arc<Upstream>), Unavailable> {
+        let n = self.upstreams.len();
+        if n == 0 {
+            return Err(Unavailable::NoneConfigured);
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let index = (start + i) % n;
+            if tried.contains(&index) {
+                continue;
+            }
+            let upstream = &self.upstreams[index];
+            if upstream.is_ready() && upstream.try_acquire() {
+                return Ok((index, upstream.clone()));
+            }
+        }
+        Err(Unavailable::NoneHealthy)
+    }
+
+    /// Whether at least one upstream is available.
+    pub fn ready(&self) -> bool {
+        self.upstreams.iter().any(|u| u.available())
+    }
+}
+
+/// A token bucket shared by all requests (the retry budget).
+#[derive(Debug)]
+pub struct Budget {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Budget {
+    /// A full bucket of `rate` tokens refilled at `rate` per second.
+    pub fn new(rate: f64) -> Budget {
+        Budget {
+            rate,
+            state: Mutex::new((rate.max(0.0), Instant::now())),
+        }
+    }
+
+    /// Takes one token when there is one.
+    pub fn take(&self) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuit_opens_half_opens_and_closes() {
+        let u = Upstream::parse("http://127.0.0.1:1/base/").expect("url");
+        assert_eq!(
+            u.uri("/api/x?y=1").expect("uri").to_string(),
+            "http://127.0.0.1:1/base/api/x?y=1"
+        );
+        for _ in 0..3 {
+            assert!(u.try_acquire());
+            u.failure(3, Duration::from_millis(30));
+        }
+        assert!(!u.try_acquire(), "open");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(u.try_acquire(), "half-open probe");
+        assert!(!u.try_acquire(), "only one probe");
+        u.failure(3, Duration::from_millis(30));
+        assert!(!u.try_acquire(), "re-opened by the failed probe");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(u.try_acquire());
+        u.success();
+        assert!(u.try_acquire() && u.try_acquire(), "closed");
+    }
+
+    #[test]
+    fn round_robin_skips_tried_and_unready() {
+        let pool = Pool::new(
+            "x",
+            &[
+                "http://127.0.0.1:1".into(),
+                "http://127.0.0.1:2".into(),
+                "http://127.0.0.1:3".into(),
+            ],
+        )
+        .expect("pool");
+        pool.upstreams[1].set_ready(false);
+        let picks: Vec<usize> = (0..4).map(|_| pool.pick(&[]).expect("pick").0).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        assert!(picks.contains(&0) && picks.contains(&2));
+        assert_eq!(pool.pick(&[0, 2]).err(), Some(Unavailable::NoneHealthy));
+    }
+
+    #[test]
+    fn budget_refills() {
+        let budget = Budget::new(2.0);
+        assert!(budget.take() && budget.take());
+        assert!(!budget.take());
+    }
+}

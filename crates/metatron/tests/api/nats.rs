@@ -1,0 +1,60 @@
+//! The all-in-one platform with the NATS JetStream transport (the server on 127.0.0.1:4222,
+//! which `.ci/run` starts): events flow through NATS, and the same consumers apply them.
+
+use platform::events::nats::{Nats, Transport};
+use reqwest::{Method, StatusCode};
+
+use crate::common::{TestApp, SUPERADMIN};
+
+#[tokio::test]
+async fn a_tenant_created_in_cdx_reaches_auth_through_nats() {
+    // Own streams and consumer for this test, so parallel runs do not interfere.
+    let prefix = format!("mtest{}", platform::ids::new_id().replace('-', ""));
+    let app = TestApp::spawn_with(|s| {
+        s.events.transport = Transport::Nats;
+        s.events.prefix = prefix.clone();
+        s.events.poll_ms = 100;
+    })
+    .await;
+    // The demo data was seeded across services through NATS already.
+    let root = app.token(SUPERADMIN).await;
+    app.create_tenant(&root, "natsco").await;
+    let user = app
+        .create_user(&root, Some("natsco"), "first@natsco.com", "admin")
+        .await;
+    assert_eq!(user["email"], "first@natsco.com");
+    let (status, body) = app
+        .login_as(("first@natsco.com", "password123"), Some("natsco"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // CDX's audit consumer got auth's event through NATS too.
+    let mut audited = false;
+    for _ in 0..100 {
+        let (status, page) = app
+            .call(
+                Method::GET,
+                "/api/cdx/audit?action=auth.user.created",
+                Some(&root),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().expect("items").clone();
+        if items.iter().any(|e| e["target"] == user["id"]) {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(audited, "auth.user.created reached the audit log");
+
+    let settings = app.settings.events.clone();
+    app.stop().await;
+    let nats = Nats::connect(&settings).await.expect("connect");
+    // The events travelled through this test's streams.
+    assert!(nats.stream_messages("cdx").await.expect("cdx stream") >= 2);
+    assert!(nats.stream_messages("auth").await.expect("auth stream") >= 3);
+    for service in ["cdx", "auth", "crm"] {
+        nats.delete_stream(service).await.expect("cleanup");
+    }
+}
