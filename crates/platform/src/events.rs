@@ -332,29 +332,33 @@ impl Outbox {
             if rows.is_empty() {
                 return Ok(delivered);
             }
-            let mut decoded: Vec<(String, Option<Event>)> = Vec::with_capacity(rows.len());
+            // Every row's id, and whether it decoded into the event of `events` at its turn.
+            let mut decoded: Vec<(String, bool)> = Vec::with_capacity(rows.len());
+            let mut events: Vec<Event> = Vec::with_capacity(rows.len());
             for row in &rows {
                 let id: String = row.try_get("id")?;
                 let envelope: String = row.try_get("envelope")?;
                 match serde_json::from_str::<Event>(&envelope) {
-                    Ok(event) => decoded.push((id, Some(event))),
+                    Ok(event) => {
+                        events.push(event);
+                        decoded.push((id, true));
+                    }
                     // An undecodable row can never be delivered; dropping it keeps the
                     // rest of the outbox moving, and it is logged for the operator.
                     Err(e) => {
                         tracing::error!(event_id = %id, error = %e, "dropping undecodable outbox row");
-                        decoded.push((id, None));
+                        decoded.push((id, false));
                     }
                 }
             }
-            let events: Vec<Event> = decoded.iter().filter_map(|(_, e)| e.clone()).collect();
             let (handed_on, error) = self.destination.deliver(self.db.service(), &events).await;
             // Rows before the first event not handed on are done (undecodable rows among them
             // too); the failing row stays, counted, with everything after it.
             let mut done: Vec<String> = Vec::with_capacity(rows.len());
             let mut failure = None;
             let mut seen = 0;
-            for (id, event) in decoded {
-                if event.is_some() {
+            for (id, is_event) in decoded {
+                if is_event {
                     if seen == handed_on {
                         if let Some(e) = error {
                             failure = Some((id, e));
@@ -372,10 +376,9 @@ impl Outbox {
                 None => None,
             };
             if !done.is_empty() {
-                let placeholders: Vec<String> = (1..=done.len()).map(|i| format!("${i}")).collect();
                 let sql = format!(
                     "DELETE FROM outbox WHERE id IN ({})",
-                    placeholders.join(", ")
+                    crate::sql::placeholders(1, done.len())
                 );
                 let mut delete = sqlx::query(&sql);
                 for id in &done {

@@ -76,6 +76,14 @@ impl From<i64> for Arg {
     }
 }
 
+/// `$from, $from+1, …`: `n` numbered placeholders, e.g. for `IN (…)` lists.
+pub fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `(…), (…)` for a multi-row `INSERT … VALUES`: `rows` rows of `columns` placeholders,
 /// bound row after row. PostgreSQL gets `$1, $2, …`; SQLite gets anonymous `?`, because it
 /// finds numbered placeholders by walking a list, which makes binding a large statement
@@ -134,6 +142,12 @@ mod tests {
         c.and(format!("b > {b}"));
         assert_eq!(c.where_sql(), " WHERE a = $1 AND b > $2");
         assert_eq!(Conditions::default().where_sql(), "");
+    }
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(placeholders(1, 0), "");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use platform::db::escape_like;
-use platform::sql::values_list;
+use platform::sql::{placeholders, values_list};
 
 use super::{Arg, Conditions, AUDIT_COLUMNS};
 use crate::chain::{self, EntryFields};
@@ -249,10 +249,9 @@ pub async fn insert_audit(
     // Skip what is recorded already, and repeats within the batch.
     let mut seen: HashSet<&str> = HashSet::new();
     for chunk in events.chunks(ID_BATCH) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id FROM audit_log WHERE id IN ({})",
-            placeholders.join(", ")
+            placeholders(1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for event in chunk {

@@ -264,10 +264,7 @@ pub(super) async fn update(
     Json(body): Json<UpdateCustomer>,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = super::required_version(&headers, body.version)?;
-    let owner_id = match body.owner_id {
-        Some(Some(owner)) => Some(Some(check_owner(&crm, &member, &owner).await?)),
-        other => other.map(|_| None),
-    };
+    let owner_id = super::owner_change(&crm, &member, body.owner_id).await?;
     let changes = CustomerChanges {
         first_name: body
             .first_name

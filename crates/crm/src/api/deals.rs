@@ -424,10 +424,7 @@ pub(super) async fn update(
     Json(body): Json<UpdateDeal>,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = super::required_version(&headers, body.version)?;
-    let owner_id = match body.owner_id {
-        Some(Some(owner)) => Some(Some(check_owner(&crm, &member, &owner).await?)),
-        other => other.map(|_| None),
-    };
+    let owner_id = super::owner_change(&crm, &member, body.owner_id).await?;
     let optional_ref = |field: &str, id: Option<Option<String>>| {
         id.map(|id| id.as_deref().map(|id| reference(field, id)).transpose())
             .transpose()

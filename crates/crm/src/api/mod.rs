@@ -119,6 +119,19 @@ pub(crate) async fn check_owner(
     }
 }
 
+/// The owner a PATCH sets: absent stays absent, `null` clears, an id is checked with
+/// [`check_owner`].
+pub(crate) async fn owner_change(
+    crm: &Crm,
+    member: &TenantMember,
+    owner: Option<Option<String>>,
+) -> Result<Option<Option<String>>, ApiError> {
+    match owner {
+        Some(Some(owner)) => Ok(Some(Some(check_owner(crm, member, &owner).await?))),
+        other => Ok(other.map(|_| None)),
+    }
+}
+
 /// Deletes the record `id` as `removal` describes, honouring `If-Match`; answers 204.
 pub(crate) async fn remove_record(
     crm: &Crm,

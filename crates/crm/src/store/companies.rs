@@ -5,7 +5,7 @@ use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::events::{record, Actor};
 use platform::ids::{new_id, Timestamp};
-use platform::sql::{check_version, lost_race, Conditions};
+use platform::sql::{check_version, Conditions};
 use platform::{ApiError, ApiResult};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
@@ -292,8 +292,7 @@ pub async fn update_company(
     .await?
     .rows_affected();
     if updated == 0 {
-        let now = company_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|c| c.version), "company"));
+        return Err(super::lost_race_of(&mut tx, scope, "companies", "company", id).await?);
     }
     record(
         &mut tx,

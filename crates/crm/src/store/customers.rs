@@ -7,7 +7,7 @@ use platform::error::on_unique;
 use platform::events::{record, Actor};
 use platform::group::GroupWriter;
 use platform::ids::{new_id, Timestamp};
-use platform::sql::{check_version, lost_race, Conditions};
+use platform::sql::{check_version, Conditions};
 use platform::validate::Email;
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
@@ -476,8 +476,7 @@ pub async fn update_customer(
     .map_err(email_taken)?
     .rows_affected();
     if updated == 0 {
-        let now = customer_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|c| c.version), "customer"));
+        return Err(super::lost_race_of(&mut tx, scope, "customers", "customer", id).await?);
     }
     if changed.contains(&"tags") {
         sqlx::query("DELETE FROM customer_tags WHERE tenant_id = $1 AND customer_id = $2")

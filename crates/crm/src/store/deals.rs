@@ -10,7 +10,7 @@ use platform::caller::TenantScope;
 use platform::db::{contains_pattern, Db};
 use platform::events::{record, Actor};
 use platform::ids::{new_id, Timestamp};
-use platform::sql::{check_version, lost_race, Conditions};
+use platform::sql::{check_version, Conditions};
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
 use serde_json::{json, Map, Value};
@@ -682,8 +682,7 @@ pub async fn update_deal(
     .await?
     .rows_affected();
     if updated == 0 {
-        let now = deal_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|d| d.version), "deal"));
+        return Err(super::lost_race_of(&mut tx, scope, "deals", "deal", id).await?);
     }
     record(
         &mut tx,

@@ -6,7 +6,7 @@ use platform::db::{escape_like, Db};
 use platform::error::on_unique;
 use platform::events::{record, Actor};
 use platform::ids::{new_id, Timestamp};
-use platform::sql::{check_version, lost_race};
+use platform::sql::check_version;
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
 use serde_json::{json, Value};
@@ -257,8 +257,7 @@ pub async fn update_field(
     .await?
     .rows_affected();
     if updated == 0 {
-        let now = field_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|f| f.version), "field"));
+        return Err(super::lost_race_of(&mut tx, scope, "field_definitions", "field", id).await?);
     }
     record(
         &mut tx,
@@ -382,8 +381,7 @@ pub async fn delete_field(
     .await?
     .rows_affected();
     if deleted == 0 {
-        let now = field_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|f| f.version), "field"));
+        return Err(super::lost_race_of(&mut tx, scope, "field_definitions", "field", id).await?);
     }
     let cleared = clear_values(&mut tx, scope, current.entity, &current.name).await?;
     record(

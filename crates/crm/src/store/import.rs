@@ -3,14 +3,13 @@
 //! written in one transaction with multi-row `INSERT`s and one outbox record.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 
 use platform::caller::TenantScope;
 use platform::db::{Backend, Db};
 use platform::error::on_unique;
 use platform::events::{record, Actor};
 use platform::ids::Timestamp;
-use platform::sql::{lost_race, values_list};
+use platform::sql::{placeholders, values_list};
 use platform::ApiResult;
 use serde_json::{json, Value};
 use sqlx::any::AnyArguments;
@@ -142,18 +141,6 @@ pub async fn customers_by_ids(
         }
     }
     Ok(out)
-}
-
-/// `$from, $from+1, …` (`n` placeholders).
-fn placeholders(from: usize, n: usize) -> String {
-    let mut s = String::with_capacity(n * 6);
-    for i in 0..n {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        let _ = write!(s, "${}", from + i);
-    }
-    s
 }
 
 /// A customer an import changes: its complete new state (version already incremented).
@@ -420,13 +407,7 @@ async fn update_customer_row(
     .map_err(email_taken)?
     .rows_affected();
     if updated == 0 {
-        let now: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM customers WHERE tenant_id = $1 AND id = $2")
-                .bind(scope.tenant_id())
-                .bind(&c.id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        return Err(lost_race(now, "customer"));
+        return Err(super::lost_race_of(conn, scope, "customers", "customer", &c.id).await?);
     }
     if u.tags_changed {
         sqlx::query("DELETE FROM customer_tags WHERE tenant_id = $1 AND customer_id = $2")
@@ -444,7 +425,6 @@ mod tests {
 
     #[test]
     fn statements_number_their_placeholders() {
-        assert_eq!(placeholders(2, 3), "$2, $3, $4");
         let sql = customer_insert_sql(Backend::Postgres, 2);
         assert!(sql.ends_with("$15, $16), ($17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)"));
         // The largest statements stay below the limits of bound values.

@@ -165,6 +165,22 @@ async fn record_version(
     .await?)
 }
 
+/// The error for a conditional write of record `id` in `table` that changed no row: a
+/// concurrent writer committed first (409 with the version it left) or deleted the record
+/// (404).
+pub(crate) async fn lost_race_of(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+    table: &str,
+    noun: &str,
+    id: &str,
+) -> ApiResult<ApiError> {
+    Ok(lost_race(
+        record_version(conn, scope, table, id).await?,
+        noun,
+    ))
+}
+
 /// Deletes the record `id` of the scope's tenant when it is still at `expected` (if given),
 /// with its clean-up, and records `crm.<noun>.deleted`, all in one transaction.
 #[tracing::instrument(skip_all, fields(record = removal.noun), err(level = "debug"))]
@@ -202,8 +218,7 @@ pub async fn delete_record(
     .await?
     .rows_affected();
     if deleted == 0 {
-        let now = record_version(&mut tx, scope, removal.table, id).await?;
-        return Err(lost_race(now, removal.noun));
+        return Err(lost_race_of(&mut tx, scope, removal.table, removal.noun, id).await?);
     }
     record(
         &mut tx,

@@ -7,7 +7,7 @@ use platform::caller::TenantScope;
 use platform::db::Db;
 use platform::events::{record, Actor};
 use platform::ids::{new_id, Timestamp};
-use platform::sql::{check_version, lost_race, Conditions};
+use platform::sql::{check_version, Conditions};
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
 use serde::Serialize;
@@ -345,8 +345,7 @@ pub async fn update_note(
     .await?
     .rows_affected();
     if updated == 0 {
-        let now = note_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|n| n.version), "note"));
+        return Err(super::lost_race_of(&mut tx, scope, "notes", "note", id).await?);
     }
     record(
         &mut tx,

@@ -14,7 +14,7 @@ use platform::db::Db;
 use platform::error::on_unique;
 use platform::events::{record, Actor};
 use platform::ids::{is_uuid, new_id, Timestamp};
-use platform::sql::{check_version, lost_race};
+use platform::sql::check_version;
 use platform::validate::Invalid;
 use platform::{ApiError, ApiResult};
 use serde_json::json;
@@ -636,8 +636,7 @@ pub async fn update_pipeline(
     .map_err(name_taken)?
     .rows_affected();
     if updated == 0 {
-        let now = pipeline_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|p| p.version), "pipeline"));
+        return Err(super::lost_race_of(&mut tx, scope, "pipelines", "pipeline", id).await?);
     }
     if make_default {
         let previous = default_pipeline_id(&mut *tx, scope).await?;
@@ -764,8 +763,7 @@ pub async fn delete_pipeline(
     .await?
     .rows_affected();
     if deleted == 0 {
-        let now = pipeline_by_id(&mut *tx, scope, id).await?;
-        return Err(lost_race(now.map(|p| p.version), "pipeline"));
+        return Err(super::lost_race_of(&mut tx, scope, "pipelines", "pipeline", id).await?);
     }
     // The stages go before the count, for the same reason as in `remove_stage`.
     sqlx::query("DELETE FROM stages WHERE tenant_id = $1 AND pipeline_id = $2")
