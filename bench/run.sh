@@ -3,7 +3,8 @@
 #
 #   bench/run.sh              the foundation benchmarks (issue 2)
 #   bench/run.sh crm          the CRM benchmarks (issue 3, bench/crm.sh)
-#   bench/run.sh all          both
+#   bench/run.sh gateway      the gateway against nginx (issue 4, bench/gateway.sh)
+#   bench/run.sh all          all three
 #
 # Builds the release binary and the bench helper, measures every benchmark next to its
 # reference on this machine, prints the summary table and rewrites the generated section
@@ -15,15 +16,15 @@
 # BENCH_LOGIN_CONNECTIONS (8), BENCH_ME_CONNECTIONS (8), BENCH_OUT (BENCHMARKS.md),
 # BENCH_QUIET_WAIT (300): seconds to wait, before each step, for other work on the machine
 # (builds, tests) to calm down to BENCH_QUIET_BUSY (15) % CPU or less. The CRM settings are
-# described in bench/crm.sh.
+# described in bench/crm.sh, the gateway's in bench/gateway.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-foundation}
 case $MODE in
-  foundation | crm | all) ;;
+  foundation | crm | gateway | all) ;;
   *)
-    echo "usage: bench/run.sh [foundation|crm|all]" >&2
+    echo "usage: bench/run.sh [foundation|crm|gateway|all]" >&2
     exit 2
     ;;
 esac
@@ -42,6 +43,9 @@ RESULTS=$TARGET/bench-results
 BASE=http://127.0.0.1:$PORT
 LOGIN_BODY='{"username":"john.doe@demo.com","password":"demo123","tenant":"demo"}'
 export METATRON_LOG=warn
+# The edge's rate limits are off in every server started here: all the load comes from one
+# address (and one tenant), which is exactly what they exist to refuse.
+export METATRON_HTTP_RATE_LIMIT_PER_IP_PER_SECOND=0 METATRON_HTTP_RATE_LIMIT_PER_TENANT_PER_SECOND=0
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -79,7 +83,13 @@ STORM_PID=""
 DATA_DIR=""
 CRM_DIR=""  # bench/crm.sh: its temporary directory
 PG_DBS=""   # bench/crm.sh: PostgreSQL databases to drop ("ADMIN_URL name name ...")
+GW_DIR=""   # bench/gateway.sh: its temporary directory
+GW_PIDS=""  # bench/gateway.sh: upstreams, gateway and nginx
 cleanup() {
+  local pid
+  for pid in $GW_PIDS; do kill "$pid" 2>/dev/null || true; done
+  for pid in $GW_PIDS; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n $GW_DIR ]]; then rm -rf "$GW_DIR"; fi
   if [[ -n $STORM_PID ]]; then kill "$STORM_PID" 2>/dev/null || true; fi
   if [[ -n $SERVER_PID ]]; then
     kill "$SERVER_PID" 2>/dev/null || true
@@ -125,14 +135,19 @@ METATRON=$(realpath "$METATRON")
 HELPER=$(realpath "$HELPER")
 
 mkdir -p "$RESULTS"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git status --porcelain 2>/dev/null) ]]; then commit="$commit + uncommitted changes"; fi
+# BENCH_COMMIT names the code when it is not this checkout's (e.g. a copy being measured).
+if [[ -n ${BENCH_COMMIT:-} ]]; then
+  commit=$BENCH_COMMIT
+else
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [[ -n $(git status --porcelain 2>/dev/null) ]]; then commit="$commit + uncommitted changes"; fi
+fi
 export BENCH_COMMIT=$commit BENCH_RUSTC=$(rustc --version) BENCH_OHA=$(oha --version | head -n 1)
 SECTIONS=()
 
 if [[ $MODE == foundation || $MODE == all ]]; then
-  # Only this section's results are replaced; the CRM's (crm-*.json) are kept.
-  find "$RESULTS" -maxdepth 1 -name '*.json' ! -name 'crm-*' -delete
+  # Only this section's results are replaced; the CRM's and the gateway's are kept.
+  find "$RESULTS" -maxdepth 1 -name '*.json' ! -name 'crm-*' ! -name 'gateway-*' -delete
   SECTIONS+=(--section foundation)
 
   # --- 1. reference: raw argon2id rate, nothing else running ------------------------------
@@ -239,6 +254,14 @@ if [[ $MODE == crm || $MODE == all ]]; then
   QUIET=""
   # shellcheck source=bench/crm.sh
   source bench/crm.sh
+fi
+
+if [[ $MODE == gateway || $MODE == all ]]; then
+  find "$RESULTS" -maxdepth 1 -name 'gateway-*.json' -delete
+  SECTIONS+=(--section gateway)
+  QUIET=""
+  # shellcheck source=bench/gateway.sh
+  source bench/gateway.sh
 fi
 
 # --- report -------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 //! - `raw-read`, `raw-insert`: the CRM's customer read, list page and create run straight
 //!   against its database, the references of the CRM benchmarks.
 //! - `csv`: customer files for the CRM import benchmarks.
+//! - `static-upstream`: a server answering 1 KiB to everything, the upstream of the
+//!   gateway benchmark (`bench/gateway.sh`).
 //! - `report`: the summary tables, printed and written into BENCHMARKS.md.
 //!
 //! Every command prints one JSON object on standard output.
@@ -13,8 +15,10 @@
 mod argon;
 mod crm_report;
 mod db;
+mod gateway_report;
 mod report;
 mod server;
+mod static_upstream;
 
 use std::path::PathBuf;
 
@@ -44,6 +48,9 @@ enum Command {
     RawInsert(db::InsertArgs),
     /// Writes a CSV of customers with unique emails, for the import benchmarks.
     Csv(db::CsvArgs),
+    /// Serves a fixed 1 KiB answer on every path until killed (the gateway benchmark's
+    /// upstream).
+    StaticUpstream(static_upstream::Args),
     /// Reads the results of a run, prints the summary tables and rewrites BENCHMARKS.md.
     Report(report::Args),
 }
@@ -61,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::RawRead(args) => print_json(&db::read(&args)?),
         Command::RawInsert(args) => print_json(&db::insert(&args)?),
         Command::Csv(args) => print_json(&db::csv(&args)?),
+        Command::StaticUpstream(args) => static_upstream::run(&args),
         Command::Report(args) => report::run(&args),
     }
 }

@@ -1,6 +1,7 @@
 //! The summary of a run: one table per section, printed and written into BENCHMARKS.md
 //! between the section's markers (the rest of the file is kept as it is). The foundation
-//! section is built here, the CRM section in [`crate::crm_report`].
+//! section is built here, the CRM section in [`crate::crm_report`], the gateway section in
+//! [`crate::gateway_report`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ pub struct Args {
     /// The file whose section is rewritten (created when missing).
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Sections to rewrite: `foundation`, `crm` (repeatable). Default: every section whose
-    /// results are in the directory (`run.json`, `crm-run.json`).
-    #[arg(long = "section", value_parser = ["foundation", "crm"])]
+    /// Sections to rewrite: `foundation`, `crm`, `gateway` (repeatable). Default: every
+    /// section whose results are in the directory (`run.json`, `crm-run.json`,
+    /// `gateway-run.json`).
+    #[arg(long = "section", value_parser = ["foundation", "crm", "gateway"])]
     pub sections: Vec<String>,
 }
 
@@ -412,6 +414,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         if dir.join(crate::crm_report::RUN_FILE).exists() {
             found.push("crm");
         }
+        if dir.join(crate::gateway_report::RUN_FILE).exists() {
+            found.push("gateway");
+        }
         anyhow::ensure!(!found.is_empty(), "no results in {}", dir.display());
         found
     } else {
@@ -427,6 +432,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "crm" => (
                 crate::crm_report::section(dir)?,
                 (crate::crm_report::START, crate::crm_report::END),
+            ),
+            "gateway" => (
+                crate::gateway_report::section(dir)?,
+                (crate::gateway_report::START, crate::gateway_report::END),
             ),
             _ => (section(dir)?, (START, END)),
         };

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "account_failure_index",
         sql: include_str!("../migrations/0102_account_failure_index.sql"),
     },
+    MigrationFile {
+        version: 103,
+        name: "setup_tokens",
+        sql: include_str!("../migrations/0103_setup_tokens.sql"),
+    },
 ];
 
 /// The auth service.
@@ -172,12 +177,7 @@ impl Auth {
             config.access_token_ttl_secs,
         )
         .await?;
-        let ttl = config.access_token_ttl_secs;
-        for (sid, at) in store::revoked_since(db.reader(), Timestamp::now().plus_secs(-ttl)).await?
-        {
-            ctx.revocations.revoke(&sid, at.plus_secs(ttl).seconds());
-        }
-        Ok(Auth(Arc::new(Inner {
+        let auth = Auth(Arc::new(Inner {
             db,
             outbox,
             ctx,
@@ -185,7 +185,11 @@ impl Auth {
             admins,
             keys,
             config,
-        })))
+        }));
+        for revoked in auth.recent_revocations().await? {
+            auth.revocations().revoke(&revoked.sid, revoked.until);
+        }
+        Ok(auth)
     }
 
     /// The HTTP routes (`/api/auth/...`).
@@ -193,11 +197,36 @@ impl Auth {
         api::router().with_state(self.clone())
     }
 
+    /// The endpoints other services call in the distributed topology
+    /// (`/internal/auth/...`), for callers holding a service token of `identity`'s secret.
+    pub fn internal_router(&self, identity: platform::identity::ServiceIdentity) -> axum::Router {
+        api::internal::router(self.clone(), identity)
+    }
+
+    /// Sessions revoked recently enough for their access tokens to be alive, with the time
+    /// until which they must stay refused.
+    pub async fn recent_revocations(
+        &self,
+    ) -> Result<Vec<platform::caller::RevokedSession>, ApiError> {
+        let ttl = self.0.config.access_token_ttl_secs;
+        let since = Timestamp::now().plus_secs(-ttl);
+        Ok(store::revoked_since(self.0.db.reader(), since)
+            .await?
+            .into_iter()
+            .map(|(sid, at)| platform::caller::RevokedSession {
+                sid,
+                until: at.plus_secs(ttl).seconds(),
+            })
+            .collect())
+    }
+
     /// Consumers this service adds to the event bus.
     pub fn consumers(&self) -> Vec<Arc<dyn EventHandler>> {
         vec![
             Arc::new(TenantReplica::new(self.0.db.clone())),
             Arc::new(events::TenantSuspension { auth: self.clone() }),
+            Arc::new(events::TenantAdminProvisioning { auth: self.clone() }),
+            Arc::new(events::TenantPurge { auth: self.clone() }),
         ]
     }
 
@@ -271,4 +300,17 @@ impl Auth {
 /// The OpenAPI document of the auth service.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     <api::ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+/// What auth exports of a tenant: its users, without their password hashes.
+const EXPORT_TABLES: &[platform::export::ExportTable] = &[(
+    "users",
+    "id, email, name, role, status, created_at, updated_at, version",
+)];
+
+#[async_trait::async_trait]
+impl platform::export::TenantExport for Auth {
+    async fn export_tenant(&self, tenant_id: &str) -> Result<serde_json::Value, ApiError> {
+        platform::export::export_tables(&self.0.db, tenant_id, EXPORT_TABLES).await
+    }
 }

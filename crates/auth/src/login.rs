@@ -8,7 +8,6 @@ use platform::ids::{new_id, Timestamp};
 use platform::password::Verified;
 use platform::tenants::TenantStatus;
 use platform::ApiError;
-use rand::RngCore;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -109,9 +108,7 @@ pub(crate) fn hash_refresh(token: &str) -> String {
 }
 
 fn new_refresh_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    platform::ids::random_token(32)
 }
 
 fn invalid_credentials() -> ApiError {

@@ -572,3 +572,89 @@ pub async fn rotate_in(conn: &mut AnyConnection, key: &KeyRow) -> Result<(), sql
         .await?;
     Ok(())
 }
+
+/// Stores a one-time setup token (its hash) for `user_id`.
+pub async fn insert_setup_token(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+    tenant_id: &str,
+    user_id: &str,
+    expires_at: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO setup_tokens (token_hash, tenant_id, user_id, expires_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(token_hash)
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(expires_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether a setup token is unused and unexpired.
+pub async fn setup_token_usable<'c, E: Executor<'c, Database = Any>>(
+    exec: E,
+    token_hash: &str,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM setup_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+    )
+    .bind(token_hash)
+    .bind(now.millis())
+    .fetch_optional(exec)
+    .await?
+    .is_some())
+}
+
+/// Marks an unused, unexpired setup token used and answers its `(tenant_id, user_id)`;
+/// `None` when there is no such token (unknown, used or expired). Only one caller can win.
+pub async fn take_setup_token(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+    now: Timestamp,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let taken = sqlx::query(
+        "UPDATE setup_tokens SET used_at = $1 \
+         WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3",
+    )
+    .bind(now.millis())
+    .bind(token_hash)
+    .bind(now.millis())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if taken != 1 {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT tenant_id, user_id FROM setup_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Some((row.try_get("tenant_id")?, row.try_get("user_id")?)))
+}
+
+/// Removes every row of a tenant (users, refresh tokens, login attempts, setup tokens) and
+/// strips its (revoked) sessions of who, where and what: they stay, anonymous, until they
+/// expire, so that a restarted service still refuses their access tokens. Answers how many
+/// rows went or changed.
+pub async fn delete_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Result<u64, sqlx::Error> {
+    let mut rows = 0;
+    for sql in [
+        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE tenant_id = $1)",
+        "UPDATE sessions SET subject_name = '', ip = NULL, user_agent = NULL WHERE tenant_id = $1",
+        "DELETE FROM login_attempts WHERE tenant_id = $1",
+        "DELETE FROM setup_tokens WHERE tenant_id = $1",
+        "DELETE FROM users WHERE tenant_id = $1",
+    ] {
+        rows += sqlx::query(sql)
+            .bind(tenant_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(rows)
+}

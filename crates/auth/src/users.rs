@@ -95,19 +95,50 @@ pub(crate) async fn create(
         .hash(new.password.secret())
         .await
         .map_err(|e| ApiError::internal("hashing", e))?;
+    let user = user_row(scope, &new.email, new.name, new.role, hash);
+    let mut tx = auth.0.db.begin().await?;
+    insert_created(&mut tx, scope, &user, actor).await?;
+    tx.commit().await?;
+    auth.announce_now().await;
+    Ok(user.into())
+}
+
+/// A new active user of the scope's tenant, with its password hash.
+pub(crate) fn user_row(
+    scope: &TenantScope,
+    email: &Email,
+    name: Option<String>,
+    role: UserRole,
+    password_hash: String,
+) -> UserRow {
     let now = Timestamp::now();
-    let user = UserRow {
+    UserRow {
         tenant_id: scope.tenant_id().to_string(),
         id: new_id(),
-        email: new.email.as_str().to_string(),
-        name: new.name,
-        password_hash: hash,
-        role: new.role,
+        email: email.as_str().to_string(),
+        name,
+        password_hash,
+        role,
         status: UserStatus::Active,
         created_at: now,
         updated_at: now,
         version: 1,
-    };
+    }
+}
+
+/// Inserts `user` and records `auth.user.created`, in the caller's transaction.
+pub(crate) async fn insert_created(
+    tx: &mut sqlx::AnyConnection,
+    scope: &TenantScope,
+    user: &UserRow,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    store::insert_user(tx, scope, user)
+        .await
+        .map_err(platform::error::on_unique(
+            "email_taken",
+            "a user with this email already exists in the tenant",
+        ))?;
     let event = Event::new(
         "auth",
         USER_CREATED,
@@ -116,17 +147,19 @@ pub(crate) async fn create(
         actor,
         json!({ "email": user.email, "role": user.role, "status": user.status.as_str() }),
     );
-    let mut tx = auth.0.db.begin().await?;
-    store::insert_user(&mut tx, scope, &user)
-        .await
-        .map_err(platform::error::on_unique(
-            "email_taken",
-            "a user with this email already exists in the tenant",
-        ))?;
-    record(&mut tx, &event).await?;
-    tx.commit().await?;
-    auth.announce_now().await;
-    Ok(user.into())
+    record(tx, &event).await?;
+    Ok(())
+}
+
+/// `POST /api/auth/setup-password` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupPassword {
+    /// The one-time setup token given when the tenant was created.
+    pub token: String,
+    /// The password to set (the policy applies).
+    #[schema(value_type = String)]
+    pub password: SecretString,
 }
 
 impl Auth {
@@ -418,6 +451,66 @@ impl Auth {
         tx.commit().await?;
         self.announce_now().await;
         self.forget_sessions(&revoked);
+        Ok(())
+    }
+
+    /// Activates an account provisioned with a setup token (a new tenant's first admin):
+    /// sets its password; the token then no longer works.
+    pub async fn setup_password(
+        &self,
+        body: &SetupPassword,
+        meta: &platform::caller::RequestMeta,
+    ) -> Result<(), ApiError> {
+        let invalid = || {
+            ApiError::bad_request(
+                "invalid_setup_token",
+                "the setup token is invalid, used or expired",
+            )
+        };
+        if body.token.is_empty() || body.token.len() > 128 {
+            return Err(invalid());
+        }
+        let token_hash = platform::tenants::setup_token_hash(&body.token);
+        let now = Timestamp::now();
+        // Checked before hashing, so that guessing tokens costs no hashing.
+        if !store::setup_token_usable(self.0.db.reader(), &token_hash, now).await? {
+            return Err(invalid());
+        }
+        let new = NewPassword::parse("password", &body.password)?;
+        let hash = self
+            .0
+            .hashing
+            .hash(new.secret())
+            .await
+            .map_err(|e| ApiError::internal("hashing", e))?;
+        let mut tx = self.0.db.begin().await?;
+        let Some((tenant_id, user_id)) = store::take_setup_token(&mut tx, &token_hash, now).await?
+        else {
+            return Err(invalid());
+        };
+        let scope = TenantScope::for_system_task(&tenant_id);
+        store::set_password_hash(&mut tx, &scope, &user_id, &hash).await?;
+        let actor = Actor {
+            id: Some(user_id.clone()),
+            role: UserRole::Admin.role().as_str().to_string(),
+            name: None,
+            request_id: meta.request_id.clone(),
+            ip: meta.ip.clone(),
+        };
+        record(
+            &mut tx,
+            &Event::new(
+                "auth",
+                PASSWORD_CHANGED,
+                Some(&tenant_id),
+                &user_id,
+                &actor,
+                json!({ "setup": true }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        self.0.outbox.notify();
         Ok(())
     }
 

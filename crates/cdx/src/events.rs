@@ -15,6 +15,10 @@ pub const CLIENT_UPDATED: &str = "cdx.client.updated";
 pub const TENANT_CREATED: &str = platform::tenants::TENANT_CREATED;
 /// A tenant changed; `data` as for [`TENANT_CREATED`].
 pub const TENANT_UPDATED: &str = platform::tenants::TENANT_UPDATED;
+/// A tenant was deleted; every service purges its data.
+pub const TENANT_DELETED: &str = platform::tenants::TENANT_DELETED;
+/// A superadmin exported a tenant's data.
+pub const TENANT_EXPORTED: &str = "cdx.tenant.exported";
 /// A platform admin was created; `data`: `username`.
 pub const ADMIN_CREATED: &str = "cdx.admin.created";
 

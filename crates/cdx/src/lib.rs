@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "aggregates",
         sql: include_str!("../migrations/0102_aggregates.sql"),
     },
+    MigrationFile {
+        version: 103,
+        name: "tenant_purges",
+        sql: include_str!("../migrations/0103_tenant_purges.sql"),
+    },
 ];
 
 /// The CDX service.
@@ -113,7 +118,7 @@ const DEMO_PASSWORD: &str = "test123";
 /// The demo client's name.
 const DEMO_CLIENT: &str = "Demo Client";
 /// The demo tenant's slug.
-const DEMO_TENANT_SLUG: &str = "demo";
+pub const DEMO_TENANT_SLUG: &str = "demo";
 /// The demo tenant's name.
 const DEMO_TENANT_NAME: &str = "Demo Tenant";
 
@@ -124,7 +129,12 @@ struct Inner {
     hashing: PasswordHashing,
     audit: AuditSettings,
     feed: live::Feed,
+    /// The other services' tenant exports, by service name (set once the services exist).
+    exporters: Arc<std::sync::OnceLock<Exporters>>,
 }
+
+/// Each service's export of a tenant's data, by service name.
+pub type Exporters = Vec<(String, Arc<dyn platform::export::TenantExport>)>;
 
 /// The CDX service: its database, outbox, token verification and password hashing. Cheap to
 /// clone; also the state of its router.
@@ -158,6 +168,7 @@ impl Cdx {
             hashing,
             audit: AuditSettings::default(),
             feed: feed_of(&AuditSettings::default()),
+            exporters: Arc::new(std::sync::OnceLock::new()),
         }))
     }
 
@@ -171,12 +182,30 @@ impl Cdx {
             hashing: self.0.hashing.clone(),
             feed: feed_of(&audit),
             audit,
+            exporters: self.0.exporters.clone(),
         }))
+    }
+
+    /// Where the export of a tenant gets each other service's data (set once, after the
+    /// services are built).
+    pub fn set_exporters(&self, exporters: Exporters) {
+        let _ = self.0.exporters.set(exporters);
+    }
+
+    /// The services' exporters (none before [`Cdx::set_exporters`]).
+    pub(crate) fn exporters(&self) -> &[(String, Arc<dyn platform::export::TenantExport>)] {
+        self.0.exporters.get().map_or(&[], Vec::as_slice)
     }
 
     /// Every route of the API (full `/api/cdx/...` paths), with its state applied.
     pub fn router(&self) -> Router {
         api::router().with_state(self.clone())
+    }
+
+    /// The endpoints other services call in the distributed topology
+    /// (`/internal/cdx/...`), for callers holding a service token of `identity`'s secret.
+    pub fn internal_router(&self, identity: platform::identity::ServiceIdentity) -> Router {
+        api::internal::router(self.clone(), identity)
     }
 
     /// The consumer that turns every event of every service into an audit log entry;

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use platform::db::Db;
 use platform::events::{begin_once, Actor, Event, EventHandler, HandlerError};
 use platform::events::{USER_CREATED, USER_DELETED};
+use platform::tenants::{TENANT_CREATED, TENANT_DELETED};
 use serde_json::{json, Value};
 
 /// The emitting service's name.
@@ -99,6 +100,46 @@ impl EventHandler for TenantUsers {
             .bind(&event.aggregate_id)
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Gives every new tenant its default pipeline ("Sales" with its stages) as soon as CDX
+/// announces the tenant, so the CRM is ready before its first user arrives; purges a deleted
+/// tenant's data (recording `crm.tenant.purged`).
+pub struct TenantProvisioning {
+    db: Db,
+}
+
+impl TenantProvisioning {
+    /// Provisions tenants in `db`.
+    pub fn new(db: Db) -> Self {
+        TenantProvisioning { db }
+    }
+}
+
+#[async_trait]
+impl EventHandler for TenantProvisioning {
+    fn name(&self) -> &'static str {
+        "crm_tenant_provisioning"
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == TENANT_CREATED || event_type == TENANT_DELETED
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let Some(mut tx) = begin_once(&self.db, self.name(), event).await? else {
+            return Ok(());
+        };
+        let scope = platform::caller::TenantScope::for_system_task(&event.aggregate_id);
+        if event.event_type == TENANT_DELETED {
+            crate::store::delete_tenant_data_in(&mut tx, &scope, &event.actor).await?;
+        } else {
+            crate::store::ensure_default_pipeline(&mut tx, &scope, &Actor::system("provisioning"))
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -117,12 +117,19 @@ impl Crm {
         api::router(&self.0.config).with_state(self.clone())
     }
 
+    /// The endpoints other services call in the distributed topology
+    /// (`/internal/crm/...`), for callers holding a service token of `identity`'s secret.
+    pub fn internal_router(&self, identity: platform::identity::ServiceIdentity) -> Router {
+        api::internal::router(self.clone(), identity)
+    }
+
     /// The consumers to subscribe to the bus: the tenant replica (for `X-Tenant`) and the
     /// replica of tenant users (possible owners of records).
     pub fn consumers(&self) -> Vec<Arc<dyn EventHandler>> {
         vec![
             Arc::new(TenantReplica::new(self.0.db.clone())),
             Arc::new(events::TenantUsers::new(self.0.db.clone())),
+            Arc::new(events::TenantProvisioning::new(self.0.db.clone())),
         ]
     }
 
@@ -229,4 +236,15 @@ impl Crm {
 /// The OpenAPI description of the CRM API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api::ApiDoc::document()
+}
+
+#[async_trait::async_trait]
+impl platform::export::TenantExport for Crm {
+    async fn export_tenant(&self, tenant_id: &str) -> Result<serde_json::Value, ApiError> {
+        let tables: Vec<platform::export::ExportTable> = store::TENANT_TABLES
+            .iter()
+            .map(|table| (*table, "*"))
+            .collect();
+        platform::export::export_tables(&self.0.db, tenant_id, &tables).await
+    }
 }

@@ -5,31 +5,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A token bucket: `per_second` requests refill continuously, up to `burst` at once.
-/// `per_second = 0` switches the limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimit {
-    /// Sustained requests per second.
-    pub per_second: f64,
-    /// Requests allowed at once above the sustained rate.
-    pub burst: u32,
-}
+pub use platform::limit::RateLimit;
 
-impl Default for RateLimit {
-    fn default() -> Self {
-        RateLimit {
-            per_second: 0.0,
-            burst: 0,
-        }
-    }
-}
-
-impl RateLimit {
-    /// Whether the limit applies.
-    pub fn enabled(&self) -> bool {
-        self.per_second > 0.0
-    }
+/// How a request picks one of its service's healthy upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// The next one in turn.
+    RoundRobin,
+    /// The one with the fewest requests waiting for its answer, ties in turn. The default:
+    /// with equal upstreams it spreads like round-robin, and a slow or overloaded one gets
+    /// fewer requests instead of its share of them.
+    #[default]
+    LeastOutstanding,
 }
 
 /// Settings of the gateway (`[gateway]` in `metatron.toml`, `METATRON_GATEWAY_*`).
@@ -50,6 +38,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Per-route body limits: path prefix → bytes (longest prefix wins).
     pub route_max_body_bytes: BTreeMap<String, u64>,
+    /// How a request picks among the service's healthy upstreams.
+    pub balance: Balance,
     /// Token bucket per client IP address.
     pub rate_limit_per_ip: RateLimit,
     /// Token bucket per tenant (from the verified access token).
@@ -96,14 +86,11 @@ impl Default for Config {
                 "/api/crm/customers/import".to_string(),
                 256 * 1024 * 1024,
             )]),
-            rate_limit_per_ip: RateLimit {
-                per_second: 100.0,
-                burst: 200,
-            },
-            rate_limit_per_tenant: RateLimit {
-                per_second: 500.0,
-                burst: 1_000,
-            },
+            balance: Balance::default(),
+            // The all-in-one edge (`[http]`) has the same defaults: one behaviour in both
+            // topologies.
+            rate_limit_per_ip: RateLimit::PER_IP,
+            rate_limit_per_tenant: RateLimit::PER_TENANT,
             cors_allowed_origins: Vec::new(),
             health_check_interval_ms: 2_000,
             circuit_failure_threshold: 5,

@@ -5,24 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use platform::token::{Claims, TokenError, Verifier};
+use platform::token::{Claims, Jwks, TokenError, Verifier};
 use platform::ApiError;
-use serde::Deserialize;
 
 use crate::Gateway;
-
-#[derive(Deserialize)]
-struct Jwks {
-    keys: Vec<Jwk>,
-}
-
-#[derive(Deserialize)]
-struct Jwk {
-    kid: String,
-    x: String,
-    #[serde(default)]
-    kty: Option<String>,
-}
 
 /// The cached key set.
 pub(crate) struct Keys {
@@ -96,13 +82,10 @@ impl Keys {
                 Ok(body) => {
                     let jwks: Jwks = serde_json::from_slice(&body)
                         .map_err(|e| format!("the key set is malformed: {e}"))?;
-                    let keys = jwks
-                        .keys
-                        .iter()
-                        .filter(|k| k.kty.as_deref().is_none_or(|t| t == "OKP"))
-                        .map(|k| (k.kid.as_str(), k.x.as_str()));
-                    self.verifier.set_keys(keys)?;
-                    tracing::info!(keys = jwks.keys.len(), "token keys refreshed");
+                    let pairs = jwks.into_pairs();
+                    self.verifier
+                        .set_keys(pairs.iter().map(|(kid, x)| (kid.as_str(), x.as_str())))?;
+                    tracing::info!(keys = pairs.len(), "token keys refreshed");
                     return Ok(());
                 }
                 Err(e) => error = format!("{}: {e}", upstream.url),

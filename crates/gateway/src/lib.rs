@@ -1,25 +1,25 @@
-//! The gateway of the distributed topology (issue 4): one listener in front of every
-//! service process. It routes `/api/<service>/...` to that service's upstreams
-//! (round-robin across the healthy ones), and answers within its limits whatever the
+//! The gateway of the distributed topology (issue 4): one listener (HTTP/1.1 and h2c) in
+//! front of every service process. It routes `/api/<service>/...` to that service's
+//! upstreams (the healthy one with the fewest requests in flight, or round-robin; see
+//! [`Balance`]), and answers within its limits whatever the
 //! upstreams do: a refusing or unreachable upstream answers 503 within the connect timeout,
 //! a slow one 504 at the request timeout, and a failing one opens its circuit breaker.
 //!
 //! At the edge it verifies bearer tokens against the key set published by auth, applies
-//! per-IP and per-tenant rate limits, body limits and CORS, strips hop-by-hop and internal
+//! per-IP and per-tenant rate limits ([`platform::limit`], the same as the all-in-one edge's),
+//! body limits and CORS, strips hop-by-hop and internal
 //! headers, and adds `x-request-id` and `x-forwarded-*`. Bodies stream in both directions.
 
 pub mod config;
 mod jwks;
-pub mod limit;
 mod proxy;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -34,11 +34,11 @@ use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use config::{Config, RateLimit};
+pub use config::{Balance, Config, RateLimit};
 
-use crate::limit::Limiter;
 use crate::proxy::ProxyBody;
 use crate::upstream::{Budget, Pool};
+use platform::limit::Limiter;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = platform::http::REQUEST_ID;
@@ -54,8 +54,8 @@ struct Inner {
     pools: BTreeMap<String, Pool>,
     client: HttpClient,
     keys: jwks::Keys,
-    per_ip: Limiter,
-    per_tenant: Limiter,
+    per_ip: Limiter<IpAddr>,
+    per_tenant: Limiter<String>,
     retries: Budget,
 }
 
@@ -82,7 +82,7 @@ impl Gateway {
                     "invalid setting `gateway.upstreams`: bad service name `{service}`"
                 ));
             }
-            let pool = Pool::new(service, urls)
+            let pool = Pool::new(service, urls, config.balance)
                 .map_err(|e| format!("invalid setting `gateway.upstreams.{service}`: {e}"))?;
             pools.insert(service.clone(), pool);
         }
@@ -249,11 +249,17 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// Request id (kept when valid, otherwise new), access log line, JSON for axum's own
 /// rejections.
 async fn edge(mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
     let id = platform::http::request_id(req.headers());
     req.headers_mut().insert(REQUEST_ID, id.clone());
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // What the access line needs is copied only when the line is written (benchmarks and
+    // busy deployments run at `warn`).
+    let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO).then(|| {
+        (
+            Instant::now(),
+            req.method().clone(),
+            route_template(req.uri().path()),
+        )
+    });
     let mut response = next.run(req).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && response
@@ -268,22 +274,20 @@ async fn edge(mut req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    response.headers_mut().insert(REQUEST_ID, id.clone());
-    let upstream = response
-        .extensions()
-        .get::<ServedBy>()
-        .map(|s| s.0.clone())
-        .unwrap_or_else(|| Arc::from("-"));
-    tracing::info!(
-        target: "gateway::access",
-        request_id = %id.to_str().unwrap_or_default(),
-        %method,
-        path = %route_template(&path),
-        status = response.status().as_u16(),
-        upstream = %upstream,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    if let Some((started, method, path)) = logged {
+        let upstream = response.extensions().get::<ServedBy>().map(|s| s.0.clone());
+        tracing::info!(
+            target: "gateway::access",
+            request_id = %id.to_str().unwrap_or_default(),
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            upstream = %upstream.as_deref().unwrap_or("-"),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    response.headers_mut().insert(REQUEST_ID, id);
     response
 }
 
@@ -431,13 +435,6 @@ pub async fn serve(
     let result = platform::http::serve(listener, gateway.router(), shutdown).await;
     checks.abort();
     result
-}
-
-/// The client address from the connection, for rate limits and `x-forwarded-for`.
-fn client_addr(req: &Request<Body>) -> Option<SocketAddr> {
-    req.extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
 }
 
 #[cfg(test)]

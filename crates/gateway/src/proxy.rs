@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -16,7 +17,10 @@ use http_body::{Frame, SizeHint};
 use platform::ApiError;
 
 use crate::upstream::{Unavailable, Upstream};
-use crate::{client_addr, Gateway, ServedBy, REQUEST_ID};
+use platform::http::{bearer_token, peer_addr};
+use platform::limit::{rate_limited, Scope};
+
+use crate::{Gateway, ServedBy, REQUEST_ID};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,7 +29,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct ProxyBody {
     inner: Body,
     remaining: u64,
-    exceeded: Arc<AtomicBool>,
+    /// Raised when the limit cut the body off; absent for bodies known to be empty.
+    exceeded: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug)]
@@ -44,7 +49,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Body::empty(),
             remaining: 0,
-            exceeded: Arc::new(AtomicBool::new(false)),
+            exceeded: None,
         }
     }
 }
@@ -63,7 +68,9 @@ impl http_body::Body for ProxyBody {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.remaining {
-                        this.exceeded.store(true, Ordering::Relaxed);
+                        if let Some(exceeded) = &this.exceeded {
+                            exceeded.store(true, Ordering::Relaxed);
+                        }
                         return Poll::Ready(Some(Err(Box::new(TooLarge))));
                     }
                     this.remaining -= n;
@@ -133,14 +140,6 @@ fn service_of(path: &str) -> Option<&str> {
     (!service.is_empty()).then_some(service)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-}
-
 /// Marks an upstream busy for one attempt; a half-open probe abandoned midway (the client
 /// went away) gives its slot back.
 struct Attempt {
@@ -168,24 +167,26 @@ impl Drop for Attempt {
 }
 
 /// The fallback handler: everything that is not the gateway's own route.
+/// Most resends of one idempotent request whose kept-alive connection broke.
+const MAX_RESENDS: u32 = 3;
+
 pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
     let config = gw.config();
-    let path = req.uri().path().to_string();
-    let Some(service) = service_of(&path).map(str::to_string) else {
+    let client = peer_addr(&req).map(|a| a.ip());
+    let (mut parts, body) = req.into_parts();
+    // Taken out of `parts` so the path can be borrowed while the rest of `parts` changes.
+    let uri = std::mem::take(&mut parts.uri);
+    let path = uri.path();
+    let Some(service) = service_of(path) else {
         return ApiError::not_found("route").into_response();
     };
-    let client = client_addr(&req);
-    let ip = client.map(|a| a.ip().to_string());
-    if let Err(secs) = gw.0.per_ip.check(ip.as_deref().unwrap_or("unknown")) {
-        return ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests from this address; retry later",
-        )
-        .with_retry_after(secs)
-        .into_response();
+    // Without a peer address (an in-process caller) there is no client to limit.
+    if let Some(ip) = &client {
+        if let Err(secs) = gw.0.per_ip.check(ip) {
+            return rate_limited(Scope::Ip, secs);
+        }
     }
-    let Some(pool) = gw.0.pools.get(&service).filter(|p| !p.upstreams.is_empty()) else {
+    let Some(pool) = gw.0.pools.get(service).filter(|p| !p.upstreams.is_empty()) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_service",
@@ -194,32 +195,25 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         .into_response();
     };
 
-    let (mut parts, body) = req.into_parts();
-    let mut headers = parts.headers;
+    let mut headers = std::mem::take(&mut parts.headers);
     let internal: Vec<HeaderName> = headers.keys().filter(|n| is_internal(n)).cloned().collect();
     for name in internal {
         headers.remove(&name);
     }
 
-    if let Some(token) = bearer(&headers) {
+    if let Some(token) = bearer_token(&headers) {
         let claims = match gw.0.keys.verify(&gw, token).await {
             Ok(claims) => claims,
             Err(e) => return e.into_response(),
         };
-        if let Some(tenant) = &claims.tid {
+        if let Some(tenant) = claims.tid.as_deref() {
             if let Err(secs) = gw.0.per_tenant.check(tenant) {
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many requests for this tenant; retry later",
-                )
-                .with_retry_after(secs)
-                .into_response();
+                return rate_limited(Scope::Tenant, secs);
             }
         }
     }
 
-    let limit = config.max_body(&path);
+    let limit = config.max_body(path);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -228,7 +222,11 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         return too_large();
     }
 
-    let host = headers.get(header::HOST).cloned();
+    // HTTP/2 clients name the host in the `:authority` pseudo-header (the URI), not `Host`.
+    let host = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     // A protocol upgrade (WebSocket) keeps its `Connection: upgrade` and `Upgrade` headers,
     // and the two connections are joined once the upstream answers 101.
     let upgrade = headers
@@ -249,10 +247,10 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
     }
-    if let Some(ip) = &ip {
+    if let Some(ip) = &client {
         let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(previous) => format!("{previous}, {ip}"),
-            None => ip.clone(),
+            None => ip.to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&forwarded) {
             headers.insert("x-forwarded-for", v);
@@ -264,11 +262,10 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
     }
 
     let method = parts.method;
-    let path_and_query = parts
-        .uri
+    let path_and_query = uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| path.clone());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let empty_body = http_body::Body::is_end_stream(&body)
         || (declared == Some(0) && !headers.contains_key(header::TRANSFER_ENCODING));
     let retryable = empty_body
@@ -276,17 +273,25 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
             method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
-    let exceeded = Arc::new(AtomicBool::new(false));
+    // An empty body cannot grow past the limit: no flag to share for it.
+    let exceeded = (!empty_body).then(|| Arc::new(AtomicBool::new(false)));
     let mut body = Some(ProxyBody {
         inner: body,
         remaining: limit,
         exceeded: exceeded.clone(),
     });
-    let timeout = config.request_timeout(&path);
+    // Only a request that may be retried needs its headers again after an attempt; the
+    // others hand theirs to the one attempt without a copy.
+    let may_retry = retryable && config.max_retries > 0;
+    let mut headers = Some(headers);
+    let timeout = config.request_timeout(path);
     let deadline = tokio::time::Instant::now() + timeout;
     let open_for = Duration::from_millis(config.circuit_open_ms);
     let threshold = config.circuit_failure_threshold;
     let mut tried = Vec::new();
+    // How often an idempotent request was sent again after its pooled connection broke
+    // under it (several idle connections to a dead upstream may each fail once).
+    let mut resent = 0;
 
     loop {
         let (index, upstream) = match pool.pick(&tried) {
@@ -306,8 +311,8 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         };
         tried.push(index);
         let mut attempt = Attempt::new(upstream.clone());
-        let uri = match upstream.uri(&path_and_query) {
-            Ok(uri) => uri,
+        let target = match upstream.uri_for(&path_and_query) {
+            Ok(target) => target,
             Err(_) => {
                 return ApiError::bad_request("invalid_path", "the path is not valid")
                     .into_response()
@@ -316,9 +321,12 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         let body = body.take().unwrap_or_else(ProxyBody::empty);
         let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = target;
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers.clone();
+        *request.headers_mut() = match (&headers, may_retry) {
+            (Some(headers), true) => headers.clone(),
+            _ => headers.take().unwrap_or_default(),
+        };
 
         let outcome = tokio::time::timeout_at(deadline, gw.0.client.request(request)).await;
         attempt.settled = true;
@@ -368,11 +376,20 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                 );
             }
             Ok(Err(e)) => {
-                if exceeded.load(Ordering::Relaxed) {
+                if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) {
                     return too_large();
                 }
                 upstream.failure(threshold, open_for);
                 tracing::warn!(upstream = %upstream.url, error = %e, "upstream exchange failed");
+                // A kept-alive connection whose upstream died (or closed it) fails the next
+                // request sent on it. An idempotent request without a body is sent once more,
+                // on a new connection: to a dead upstream that connect fails fast and answers
+                // 503, like every request after it; a live one answers normally.
+                if may_retry && resent < MAX_RESENDS && gw.0.retries.take() {
+                    resent += 1;
+                    tried.pop();
+                    continue;
+                }
                 return served_by(
                     error(
                         StatusCode::BAD_GATEWAY,
@@ -430,7 +447,7 @@ fn switch_protocols(
 fn served_by(mut response: Response, upstream: &Upstream) -> Response {
     response
         .extensions_mut()
-        .insert(ServedBy(Arc::from(upstream.url.as_str())));
+        .insert(ServedBy(upstream.label.clone()));
     response
 }
 

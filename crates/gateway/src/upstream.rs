@@ -1,13 +1,16 @@
 //! Upstreams: their health (active checks and passive ejection), circuit breakers, the
-//! round-robin choice among the available ones, and the retry budget.
+//! choice among the available ones (round-robin or least outstanding requests), and the
+//! retry budget.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 use serde_json::{json, Value};
+
+use crate::config::Balance;
 
 /// State of one upstream's circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,8 @@ enum Circuit {
 pub struct Upstream {
     /// The base URL as configured.
     pub url: String,
+    /// The same, shared: what the access log names (no copy per request).
+    pub(crate) label: Arc<str>,
     scheme: Scheme,
     authority: Authority,
     /// Path prefix of the base URL, without a trailing `/`.
@@ -33,7 +38,8 @@ pub struct Upstream {
     ready: AtomicBool,
     failures: AtomicU32,
     circuit: Mutex<Circuit>,
-    /// Requests in flight.
+    /// Requests sent and waiting for the upstream's answer (its status and headers; a
+    /// streamed body no longer counts): what least-outstanding balancing compares.
     pub in_flight: AtomicUsize,
 }
 
@@ -67,6 +73,7 @@ impl Upstream {
             .ok_or_else(|| format!("upstream URL `{url}` needs a host"))?;
         Ok(Upstream {
             url: url.to_string(),
+            label: Arc::from(url),
             scheme,
             authority,
             prefix: uri.path().trim_end_matches('/').to_string(),
@@ -83,6 +90,19 @@ impl Upstream {
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(format!("{}{}", self.prefix, path_and_query))
+            .build()
+    }
+
+    /// The URI of a request's `path_and_query` on this upstream; without a base path the
+    /// request's own (shared, already parsed) path is reused.
+    pub fn uri_for(&self, path_and_query: &PathAndQuery) -> Result<Uri, http::Error> {
+        if !self.prefix.is_empty() {
+            return self.uri(path_and_query.as_str());
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query.clone())
             .build()
     }
 
@@ -192,38 +212,66 @@ pub struct Pool {
     pub service: String,
     /// Its upstreams.
     pub upstreams: Vec<Arc<Upstream>>,
+    balance: Balance,
     next: AtomicUsize,
 }
 
 impl Pool {
-    /// A pool of `urls` for `service`.
-    pub fn new(service: &str, urls: &[String]) -> Result<Pool, String> {
+    /// A pool of `urls` for `service`, choosing among them by `balance`.
+    pub fn new(service: &str, urls: &[String], balance: Balance) -> Result<Pool, String> {
         Ok(Pool {
             service: service.to_string(),
             upstreams: urls
                 .iter()
                 .map(|u| Upstream::parse(u).map(Arc::new))
                 .collect::<Result<_, _>>()?,
+            balance,
             next: AtomicUsize::new(0),
         })
     }
 
-    /// Picks the next upstream round-robin among those that are ready and whose circuit
-    /// lets a request through, skipping the indexes in `tried`.
+    /// Picks an upstream among those that are ready and whose circuit lets a request
+    /// through, skipping the indexes in `tried`: the next in turn (round-robin), or the one
+    /// with the fewest requests in flight, ties broken in turn (least outstanding).
     pub fn pick(&self, tried: &[usize]) -> Result<(usize, Arc<Upstream>), Unavailable> {
         let n = self.upstreams.len();
         if n == 0 {
             return Err(Unavailable::NoneConfigured);
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..n {
-            let index = (start + i) % n;
-            if tried.contains(&index) {
-                continue;
+        let in_turn = (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|index| !tried.contains(index));
+        match self.balance {
+            Balance::RoundRobin => {
+                for index in in_turn {
+                    let upstream = &self.upstreams[index];
+                    if upstream.is_ready() && upstream.try_acquire() {
+                        return Ok((index, upstream.clone()));
+                    }
+                }
             }
-            let upstream = &self.upstreams[index];
-            if upstream.is_ready() && upstream.try_acquire() {
-                return Ok((index, upstream.clone()));
+            Balance::LeastOutstanding => {
+                // Acquiring can change a circuit (open to half-open), so only the winner is
+                // acquired; when it refuses (a concurrent request took its probe), the next
+                // best is tried. The scan starts at the turn's index and keeps the first
+                // minimum, which breaks ties round-robin.
+                let mut refused: Vec<usize> = Vec::new();
+                loop {
+                    let best = in_turn
+                        .clone()
+                        .filter(|index| !refused.contains(index))
+                        .filter(|&index| self.upstreams[index].available())
+                        .min_by_key(|&index| {
+                            self.upstreams[index].in_flight.load(Ordering::Relaxed)
+                        });
+                    let Some(index) = best else { break };
+                    let upstream = &self.upstreams[index];
+                    if upstream.try_acquire() {
+                        return Ok((index, upstream.clone()));
+                    }
+                    refused.push(index);
+                }
             }
         }
         Err(Unavailable::NoneHealthy)
@@ -296,22 +344,50 @@ mod tests {
         assert!(u.try_acquire() && u.try_acquire(), "closed");
     }
 
-    #[test]
-    fn round_robin_skips_tried_and_unready() {
-        let pool = Pool::new(
+    fn three(balance: Balance) -> Pool {
+        Pool::new(
             "x",
             &[
                 "http://127.0.0.1:1".into(),
                 "http://127.0.0.1:2".into(),
                 "http://127.0.0.1:3".into(),
             ],
+            balance,
         )
-        .expect("pool");
-        pool.upstreams[1].set_ready(false);
-        let picks: Vec<usize> = (0..4).map(|_| pool.pick(&[]).expect("pick").0).collect();
-        assert!(!picks.contains(&1), "{picks:?}");
-        assert!(picks.contains(&0) && picks.contains(&2));
-        assert_eq!(pool.pick(&[0, 2]).err(), Some(Unavailable::NoneHealthy));
+        .expect("pool")
+    }
+
+    #[test]
+    fn both_balances_skip_tried_and_unready() {
+        for balance in [Balance::RoundRobin, Balance::LeastOutstanding] {
+            let pool = three(balance);
+            pool.upstreams[1].set_ready(false);
+            let picks: Vec<usize> = (0..4).map(|_| pool.pick(&[]).expect("pick").0).collect();
+            assert!(!picks.contains(&1), "{balance:?} {picks:?}");
+            assert!(picks.contains(&0) && picks.contains(&2), "{balance:?}");
+            assert_eq!(pool.pick(&[0, 2]).err(), Some(Unavailable::NoneHealthy));
+        }
+    }
+
+    #[test]
+    fn least_outstanding_prefers_the_idle_and_rotates_ties() {
+        let pool = three(Balance::LeastOutstanding);
+        pool.upstreams[0].in_flight.store(5, Ordering::Relaxed);
+        pool.upstreams[2].in_flight.store(1, Ordering::Relaxed);
+        assert!((0..6).all(|_| pool.pick(&[]).expect("pick").0 == 1));
+        assert_eq!(pool.pick(&[1]).expect("pick").0, 2, "next fewest");
+        pool.upstreams[0].in_flight.store(0, Ordering::Relaxed);
+        pool.upstreams[2].in_flight.store(0, Ordering::Relaxed);
+        let picks: Vec<usize> = (0..3).map(|_| pool.pick(&[]).expect("pick").0).collect();
+        assert!(
+            picks.contains(&0) && picks.contains(&1) && picks.contains(&2),
+            "{picks:?}"
+        );
+        // An open circuit is skipped however idle the upstream is.
+        for _ in 0..5 {
+            pool.upstreams[1].failure(5, Duration::from_secs(60));
+        }
+        assert!((0..4).all(|_| pool.pick(&[]).expect("pick").0 != 1));
     }
 
     #[test]

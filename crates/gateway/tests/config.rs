@@ -33,6 +33,7 @@ fn file_and_environment_configure_the_gateway() {
             r#"["http://10.0.0.5:3004", "http://10.0.0.6:3004"]"#,
         );
         jail.set_env("METATRON_GATEWAY_RATE_LIMIT_PER_IP_BURST", "5");
+        jail.set_env("METATRON_GATEWAY_BALANCE", "round_robin");
         let tree: Tree = load(Some(Path::new("m.toml")), SECTIONS, Overrides::new())
             .map_err(figment::Error::from)?;
         let config = tree.gateway;
@@ -47,7 +48,16 @@ fn file_and_environment_configure_the_gateway() {
             "defaults stay"
         );
         assert_eq!(config.rate_limit_per_ip.burst, 5);
-        assert_eq!(config.rate_limit_per_ip.per_second, 100.0);
+        assert_eq!(config.balance, gateway::Balance::RoundRobin);
+        assert_eq!(
+            gateway::Config::default().balance,
+            gateway::Balance::LeastOutstanding
+        );
+        assert_eq!(
+            config.rate_limit_per_ip.per_second,
+            gateway::RateLimit::PER_IP.per_second,
+            "defaults stay"
+        );
         assert_eq!(
             config
                 .request_timeout("/api/crm/customers/import")

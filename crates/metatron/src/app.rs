@@ -45,6 +45,8 @@ pub struct App {
     pub services: Vec<ServiceDb>,
     /// With the NATS transport: the durable consumer feeding this process's bus.
     pub nats_consumer: Option<NatsConsumer>,
+    /// Verifies access tokens; the edge keys per-tenant rate limits by it.
+    pub verifier: Verifier,
 }
 
 impl std::fmt::Debug for App {
@@ -54,7 +56,7 @@ impl std::fmt::Debug for App {
 }
 
 /// Opens a service's database (creating and migrating it).
-async fn open_db(
+pub(crate) async fn open_db(
     settings: &Settings,
     info: ServiceInfo,
     db_settings: &platform::config::DatabaseSettings,
@@ -97,7 +99,8 @@ impl App {
         };
 
         let cdx_db = open_db(&settings, cdx::SERVICE, &settings.cdx.database).await?;
-        let cdx_outbox = Outbox::with_destination(cdx_db.clone(), destination.clone());
+        let cdx_outbox = Outbox::with_destination(cdx_db.clone(), destination.clone())
+            .with_retention(settings.events.retention());
         let cdx = cdx::Cdx::new(
             cdx_db.clone(),
             cdx_outbox.clone(),
@@ -111,7 +114,8 @@ impl App {
             .map_err(|e| anyhow::anyhow!("chaining the audit log: {e}"))?;
 
         let auth_db = open_db(&settings, auth::SERVICE, &settings.auth.database).await?;
-        let auth_outbox = Outbox::with_destination(auth_db.clone(), destination.clone());
+        let auth_outbox = Outbox::with_destination(auth_db.clone(), destination.clone())
+            .with_retention(settings.events.retention());
         let auth = auth::Auth::new(
             auth_db.clone(),
             auth_outbox.clone(),
@@ -124,7 +128,8 @@ impl App {
         .map_err(|e| anyhow::anyhow!("starting auth: {e}"))?;
 
         let crm_db = open_db(&settings, crm::SERVICE, &settings.crm.database).await?;
-        let crm_outbox = Outbox::with_destination(crm_db.clone(), destination.clone());
+        let crm_outbox = Outbox::with_destination(crm_db.clone(), destination.clone())
+            .with_retention(settings.events.retention());
         let crm = crm::Crm::new(
             crm_db.clone(),
             crm_outbox.clone(),
@@ -132,6 +137,10 @@ impl App {
             settings.crm.clone(),
         );
 
+        cdx.set_exporters(vec![
+            (auth::SERVICE.name.to_string(), Arc::new(auth.clone())),
+            (crm::SERVICE.name.to_string(), Arc::new(crm.clone())),
+        ]);
         bus.subscribe(cdx.audit_consumer());
         bus.subscribe(cdx.aggregates_consumer());
         bus.subscribe(Arc::new(TenantReplica::new(cdx_db.clone())));
@@ -170,6 +179,7 @@ impl App {
             crm,
             services,
             nats_consumer,
+            verifier,
         })
     }
 
@@ -245,17 +255,19 @@ impl App {
 
     /// The whole HTTP surface behind the shared edge middleware.
     pub fn router(&self) -> Router {
-        let health = Router::new()
-            .route("/health", get(health))
-            .route("/ready", get(ready))
-            .route("/api/openapi.json", get(openapi))
-            .with_state(self.clone());
         let api = Router::new()
             .merge(self.cdx.router())
             .merge(self.auth.router())
             .merge(self.crm.router())
-            .merge(health);
-        platform::http::edge(api, &self.settings.http)
+            .merge(probes(self.services.clone(), openapi_document()));
+        let api = platform::http::edge_with_verifier(api, &self.settings.http, &self.verifier);
+        // The web console (`/`, `/console/...`): pages over this same API, called
+        // in-process through the same edge.
+        console::router(
+            console::ApiClient::in_process(api.clone()),
+            console::ConsoleSettings::default(),
+        )
+        .merge(api)
     }
 
     /// Closes every pool.
@@ -269,6 +281,22 @@ impl App {
     }
 }
 
+/// `/health`, `/ready` and `/api/openapi.json` of a process serving `services`.
+pub(crate) fn probes(services: Vec<ServiceDb>, document: utoipa::openapi::OpenApi) -> Router {
+    let document = Arc::new(document);
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(Arc::new(services))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
+}
+
 async fn service_ready(service: &ServiceDb) -> Result<(), &'static str> {
     if !service.db.ping().await {
         return Err("database unreachable");
@@ -280,9 +308,10 @@ async fn service_ready(service: &ServiceDb) -> Result<(), &'static str> {
     }
 }
 
-async fn health(axum::extract::State(app): axum::extract::State<App>) -> Json<Value> {
-    let services: serde_json::Map<String, Value> = app
-        .services
+type Services = axum::extract::State<Arc<Vec<ServiceDb>>>;
+
+async fn health(axum::extract::State(services): Services) -> Json<Value> {
+    let services: serde_json::Map<String, Value> = services
         .iter()
         .map(|s| {
             (
@@ -294,10 +323,10 @@ async fn health(axum::extract::State(app): axum::extract::State<App>) -> Json<Va
     Json(json!({ "status": "ok", "services": services }))
 }
 
-async fn ready(axum::extract::State(app): axum::extract::State<App>) -> impl IntoResponse {
+async fn ready(axum::extract::State(all): Services) -> impl IntoResponse {
     let mut all_ready = true;
     let mut services = serde_json::Map::new();
-    for service in &app.services {
+    for service in all.iter() {
         let status = match service_ready(service).await {
             Ok(()) => {
                 json!({ "status": "ready", "backend": format!("{:?}", service.db.backend()).to_lowercase() })
@@ -324,6 +353,13 @@ async fn ready(axum::extract::State(app): axum::extract::State<App>) -> impl Int
 
 /// The OpenAPI document of every service, merged.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    document_of([cdx::openapi(), auth::openapi(), crm::openapi()])
+}
+
+/// One OpenAPI document of the services' `parts`.
+pub(crate) fn document_of(
+    parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
+) -> utoipa::openapi::OpenApi {
     let mut doc = utoipa::openapi::OpenApiBuilder::new()
         .info(
             utoipa::openapi::InfoBuilder::new()
@@ -336,12 +372,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
                 .build(),
         )
         .build();
-    doc.merge(cdx::openapi());
-    doc.merge(auth::openapi());
-    doc.merge(crm::openapi());
+    for part in parts {
+        doc.merge(part);
+    }
     doc
-}
-
-async fn openapi() -> impl IntoResponse {
-    Json(openapi_document())
 }

@@ -14,7 +14,11 @@ use crate::{App, Settings};
 /// Opens the platform, seeding the demo data first when asked.
 async fn open(settings: Settings, demo: bool) -> anyhow::Result<App> {
     let app = App::open(settings).await?;
-    app.flush_events().await?;
+    // Events left from the last run go out now; if the transport is down they wait in the
+    // outbox, and the relays deliver them once it is back.
+    if let Err(e) = app.flush_events().await {
+        tracing::warn!(error = %e, "pending events could not be delivered yet; they wait in the outbox");
+    }
     if demo {
         seed_demo(&app).await?;
     }
@@ -71,13 +75,50 @@ pub async fn start(
     app.register_services(&format!("http://{host}:{}", addr.port()))
         .await?;
     let background = app.start_background();
+    let served = app.clone();
+    let (done, stop) = spawn_server(
+        listener,
+        app.router(),
+        app.settings.http.shutdown_grace_ms,
+        background,
+        async move {
+            if let Err(e) = served.flush_events().await {
+                tracing::warn!(error = %e, "events left in the outbox at shutdown; they are delivered at the next start");
+            }
+            // The audit chain's head is signed at every clean stop.
+            if let Err(e) = served.cdx.checkpoint_audit().await {
+                tracing::warn!(error = %e, "signing the audit chain's head at shutdown failed");
+            }
+            served.close().await;
+        },
+    );
+    Ok(Running {
+        addr,
+        done,
+        stop,
+        app,
+    })
+}
+
+/// Serves `router` on `listener` until `true` is sent on the returned sender; then lets
+/// in-flight requests finish for up to `grace_ms`, stops the `background` tasks and runs
+/// `finish` (delivering pending events, closing pools). The handle resolves when all is done.
+pub(crate) fn spawn_server(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    grace_ms: u64,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    finish: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tokio::sync::watch::Sender<bool>,
+) {
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     let mut shutdown = stopping.clone();
-    let mut server = tokio::spawn(platform::http::serve(listener, app.router(), async move {
+    let mut server = tokio::spawn(platform::http::serve(listener, router, async move {
         let _ = shutdown.changed().await;
     }));
-    let grace = std::time::Duration::from_millis(app.settings.http.shutdown_grace_ms);
-    let served = app.clone();
+    let grace = std::time::Duration::from_millis(grace_ms);
     let done = tokio::spawn(async move {
         let finished = tokio::select! {
             result = &mut server => Some(result),
@@ -96,22 +137,10 @@ pub async fn start(
         for task in background {
             task.abort();
         }
-        if let Err(e) = served.flush_events().await {
-            tracing::warn!(error = %e, "events left in the outbox at shutdown; they are delivered at the next start");
-        }
-        // The audit chain's head is signed at every clean stop.
-        if let Err(e) = served.cdx.checkpoint_audit().await {
-            tracing::warn!(error = %e, "signing the audit chain's head at shutdown failed");
-        }
-        served.close().await;
+        finish.await;
         result
     });
-    Ok(Running {
-        addr,
-        done,
-        stop,
-        app,
-    })
+    (done, stop)
 }
 
 /// `metatron serve`: runs until Ctrl-C or SIGTERM.
@@ -154,7 +183,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     running.done.await?
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -172,14 +201,17 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// `metatron serve --service NAME`: runs one process of the distributed topology. Only the
-/// gateway exists in this build.
-pub async fn serve_service(settings: Settings, service: &str) -> anyhow::Result<()> {
+/// `metatron serve --service NAME`: runs one process of the distributed topology, the
+/// gateway or one service (on the port of its `[services]` URL unless `port` is given).
+pub async fn serve_service(
+    settings: Settings,
+    service: &str,
+    port: Option<u16>,
+    demo: bool,
+) -> anyhow::Result<()> {
     match service {
         "gateway" => serve_gateway(settings).await,
-        other => anyhow::bail!(
-            "`--service {other}` is not available yet in this build: only `gateway` (run every service with `metatron serve`)"
-        ),
+        name => crate::node::serve_node(settings, name, port, demo).await,
     }
 }
 

@@ -1,9 +1,12 @@
-//! The `metatron` binary's library: settings, the all-in-one composition and the commands.
+//! The `metatron` binary's library: settings, the all-in-one composition, one
+//! service per process (`node`), and the commands.
 //! `main.rs` only parses the command line and calls in here; tests call the same functions.
 
 pub mod app;
 pub mod commands;
+pub mod node;
 pub mod settings;
+pub mod up;
 
 pub use app::App;
 pub use settings::Settings;

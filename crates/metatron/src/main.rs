@@ -34,10 +34,22 @@ enum Command {
         /// Address to listen on (default 0.0.0.0).
         #[arg(long)]
         bind: Option<std::net::IpAddr>,
-        /// Run one service of the distributed topology instead of all-in-one (only
-        /// `gateway` in this build).
+        /// Run one process of the distributed topology instead of all-in-one: `gateway`,
+        /// `cdx`, `auth` or `crm` (each on the port of its `[services]` URL unless
+        /// `--port` is given; services exchange events over NATS JetStream).
         #[arg(long, value_name = "NAME")]
         service: Option<String>,
+    },
+    /// Run the distributed topology on this machine: the gateway and one process per
+    /// service (with NATS JetStream, started too when none answers and `nats-server` is
+    /// installed), logs prefixed by process, crashed processes restarted; Ctrl-C stops all.
+    Up {
+        /// Load the demo data and print the demo logins.
+        #[arg(long)]
+        demo: bool,
+        /// Port of the gateway (default 3000).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Apply every service's migrations.
     Migrate,
@@ -132,10 +144,24 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut flags = Overrides::new().set("data_dir", cli.data_dir.as_ref());
-    if let Command::Serve { port, bind, .. } = &cli.command {
-        flags = flags.set("port", *port).set("bind", *bind);
+    match &cli.command {
+        Command::Serve {
+            port,
+            bind,
+            service,
+            ..
+        } => {
+            // A service's own port comes from its [services] URL (see serve_service).
+            if service.as_deref().is_none_or(|s| s == "gateway") {
+                flags = flags.set("port", *port);
+            }
+            flags = flags.set("bind", *bind);
+        }
+        Command::Up { port, .. } => flags = flags.set("port", *port),
+        _ => {}
     }
     // A file named on the command line must exist; the default one is optional.
+    let config_given = cli.config.clone();
     let config = match cli.config {
         Some(path) if !path.exists() => {
             anyhow::bail!("configuration file {} not found", path.display())
@@ -148,9 +174,18 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
             service: Some(service),
+            port,
+            demo,
             ..
-        } => metatron::commands::serve_service(settings, &service).await,
+        } => metatron::commands::serve_service(settings, &service, port, demo).await,
         Command::Serve { demo, .. } => metatron::commands::serve(settings, demo).await,
+        Command::Up { demo, .. } => {
+            let options = metatron::up::UpOptions {
+                demo,
+                config: config_given,
+            };
+            metatron::up::up(settings, options).await
+        }
         Command::Migrate => metatron::commands::migrate(settings).await,
         Command::Inspect { json } => {
             let reports = metatron::commands::inspect(&settings).await?;

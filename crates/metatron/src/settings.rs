@@ -1,12 +1,15 @@
 //! The whole configuration tree (`metatron.toml`, `METATRON_*`, flags). See
 //! docs/configuration.md for every setting.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use platform::config::{self, DatabaseSettings, HttpSettings, Overrides, PoolDefaults};
 use platform::events::nats::EventSettings;
 use platform::password::HashParams;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// Log line format.
@@ -49,6 +52,54 @@ pub struct Settings {
     pub crm: crm::Config,
     /// The gateway (`metatron serve --service gateway`).
     pub gateway: gateway::Config,
+    /// The distributed topology: where each service listens and the secret they share.
+    pub services: ServicesSettings,
+}
+
+/// `[services]`: how the processes of the distributed topology find and trust each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicesSettings {
+    /// Secret shared by every service process (at least 32 bytes), keying the service
+    /// tokens of calls between services. Required by `serve --service`; `metatron up`
+    /// creates one in the data directory when none is set.
+    #[serde(skip_serializing)]
+    pub secret: Option<SecretString>,
+    /// Base URL of each service as the other services reach it; `serve --service NAME`
+    /// listens on the port of its own URL unless `--port` is given.
+    pub urls: BTreeMap<String, String>,
+    /// How long a call to another service may take.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for ServicesSettings {
+    fn default() -> Self {
+        let local = |port: u16| format!("http://127.0.0.1:{port}");
+        ServicesSettings {
+            secret: None,
+            urls: BTreeMap::from([
+                ("cdx".to_string(), local(3001)),
+                ("auth".to_string(), local(3003)),
+                ("crm".to_string(), local(3004)),
+            ]),
+            call_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl ServicesSettings {
+    /// The base URL of `service`.
+    pub fn url(&self, service: &str) -> Result<&str, String> {
+        self.urls
+            .get(service)
+            .map(String::as_str)
+            .ok_or_else(|| format!("no URL for service `{service}` in [services] urls"))
+    }
+
+    /// The timeout of calls between services.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
 }
 
 impl Default for Settings {
@@ -67,6 +118,7 @@ impl Default for Settings {
             auth: auth::Config::default(),
             crm: crm::Config::default(),
             gateway: gateway::Config::default(),
+            services: ServicesSettings::default(),
         }
     }
 }
@@ -74,6 +126,8 @@ impl Default for Settings {
 /// Nested tables of the tree, so that `METATRON_AUTH_DATABASE_URL` finds `[auth.database]`.
 const SECTIONS: &[&str] = &[
     "http",
+    "http.rate_limit_per_ip",
+    "http.rate_limit_per_tenant",
     "database",
     "password",
     "events",
@@ -89,6 +143,8 @@ const SECTIONS: &[&str] = &[
     "gateway.upstreams",
     "gateway.rate_limit_per_ip",
     "gateway.rate_limit_per_tenant",
+    "services",
+    "services.urls",
 ];
 
 impl Settings {

@@ -134,18 +134,3 @@ async fn the_gateway_process_fronts_the_platform() {
     let _ = platform.stop.send(true);
     platform.done.await.expect("join").expect("clean shutdown");
 }
-
-#[test]
-fn other_services_are_not_available_yet() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_metatron"))
-        .args(["serve", "--service", "crm"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("not available yet in this build: only `gateway`"),
-        "{err}"
-    );
-}

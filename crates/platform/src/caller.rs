@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use crate::error::ApiError;
 use crate::events::Actor;
 use crate::ids::Timestamp;
-use crate::tenants::{TenantRef, TenantReplica};
+use crate::tenants::{TenantRef, TenantReplica, TenantStatus};
 use crate::token::{Claims, Verifier};
 
 /// Role of a caller.
@@ -87,6 +87,64 @@ impl Revocations {
             .read()
             .map(|m| m.contains_key(sid))
             .unwrap_or(true)
+    }
+}
+
+/// The event auth records for every session it ends.
+pub const SESSION_REVOKED: &str = "auth.session.revoked";
+/// `GET` on auth: the sessions revoked recently enough for their tokens to be alive.
+pub const REVOCATIONS_PATH: &str = "/internal/auth/revocations";
+
+/// One revoked session on the wire ([`REVOCATIONS_PATH`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RevokedSession {
+    /// Session id.
+    pub sid: String,
+    /// Until when (Unix seconds) its access tokens could still be presented.
+    pub until: i64,
+}
+
+/// Keeps the revocation list of a process other than auth's in step: auth records an
+/// `auth.session.revoked` event for each session it ends, and this consumer applies it, so
+/// logging out ends the session's access tokens in every service. The list lives in memory
+/// only; a restarted process loads the recent revocations from auth first
+/// ([`REVOCATIONS_PATH`]).
+#[derive(Debug, Clone)]
+pub struct RevocationFeed {
+    revocations: Revocations,
+    token_ttl_secs: i64,
+}
+
+impl RevocationFeed {
+    /// Feeds `revocations`; tokens live at most `token_ttl_secs`.
+    pub fn new(revocations: Revocations, token_ttl_secs: i64) -> Self {
+        RevocationFeed {
+            revocations,
+            token_ttl_secs,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::events::EventHandler for RevocationFeed {
+    fn name(&self) -> &'static str {
+        "revocation_feed"
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == SESSION_REVOKED
+    }
+
+    async fn handle(
+        &self,
+        event: &crate::events::Event,
+    ) -> Result<(), crate::events::HandlerError> {
+        // Idempotent: revoking twice changes nothing.
+        self.revocations.revoke(
+            &event.aggregate_id,
+            event.occurred_at.seconds() + self.token_ttl_secs,
+        );
+        Ok(())
     }
 }
 
@@ -184,12 +242,19 @@ where
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .ok_or_else(|| ApiError::unauthorized("a bearer access token is required"))?;
-        let claims = ctx.verifier.verify(token.trim()).map_err(|e| {
-            ApiError::unauthorized(match e {
-                crate::token::TokenError::Expired => "the access token has expired",
-                _ => "the access token is invalid",
-            })
-        })?;
+        let claims = ctx
+            .verifier
+            .verify_fresh(token.trim())
+            .await
+            .map_err(|e| match e {
+                crate::token::TokenError::Expired => {
+                    ApiError::unauthorized("the access token has expired")
+                }
+                crate::token::TokenError::KeysUnavailable => ApiError::unavailable(
+                    "the access token cannot be checked right now; retry shortly",
+                ),
+                _ => ApiError::unauthorized("the access token is invalid"),
+            })?;
         if ctx.revocations.is_revoked(&claims.sid) {
             return Err(ApiError::unauthorized("the session has been revoked"));
         }
@@ -306,7 +371,21 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let scope = tenant_of(parts, &caller, &AuthContext::from_ref(state)).await?;
+        let ctx = AuthContext::from_ref(state);
+        let scope = tenant_of(parts, &caller, &ctx).await?;
+        // A suspended tenant's data is frozen in every service, whoever asks: its users'
+        // sessions are revoked, and writes (by the superadmin, or a token still in flight
+        // in another process) are refused until the tenant is resumed.
+        if !parts.method.is_safe() {
+            if let Some(tenant) = ctx.tenants.resolve(scope.tenant_id()).await? {
+                if tenant.status == TenantStatus::Suspended {
+                    return Err(ApiError::conflict(
+                        "tenant_suspended",
+                        "the tenant is suspended; its data is read-only until it is resumed",
+                    ));
+                }
+            }
+        }
         Ok(TenantMember { caller, scope })
     }
 }

@@ -15,6 +15,8 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::limit::RateLimit;
+
 /// Loads a settings tree from the layers. `sections` lists the nested tables of the tree
 /// (longest first, dotted, e.g. `auth.database`) so environment variables can be mapped onto
 /// them; `overrides` are the command-line flags that were given.
@@ -176,6 +178,13 @@ pub struct HttpSettings {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Token bucket per client address (the TCP peer): `[http.rate_limit_per_ip]`,
+    /// `METATRON_HTTP_RATE_LIMIT_PER_IP_PER_SECOND=0` switches it off. Same default as the
+    /// gateway's.
+    pub rate_limit_per_ip: RateLimit,
+    /// Token bucket per tenant, keyed by the `tid` of a verified access token:
+    /// `[http.rate_limit_per_tenant]`. Same default as the gateway's.
+    pub rate_limit_per_tenant: RateLimit,
 }
 
 impl Default for HttpSettings {
@@ -184,6 +193,8 @@ impl Default for HttpSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            rate_limit_per_ip: RateLimit::PER_IP,
+            rate_limit_per_tenant: RateLimit::PER_TENANT,
         }
     }
 }
@@ -192,6 +203,17 @@ impl HttpSettings {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// These settings for a service process behind the gateway: without the rate limits,
+    /// which the gateway applies. There every peer is a gateway, so a per-IP bucket would
+    /// throttle all clients together, and the tenant's requests are counted once already.
+    pub fn behind_gateway(&self) -> HttpSettings {
+        HttpSettings {
+            rate_limit_per_ip: RateLimit::OFF,
+            rate_limit_per_tenant: RateLimit::OFF,
+            ..self.clone()
+        }
     }
 }
 

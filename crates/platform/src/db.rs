@@ -67,11 +67,18 @@ pub struct MigrationFile {
 /// Migrations the kernel adds to every service database before the service's own:
 /// the outbox, the consumer dedup table and the tenant replica. Service migrations start at
 /// version 100.
-pub const KERNEL_MIGRATIONS: &[MigrationFile] = &[MigrationFile {
-    version: 1,
-    name: "kernel_outbox_inbox_tenants",
-    sql: include_str!("../migrations/0001_kernel.sql"),
-}];
+pub const KERNEL_MIGRATIONS: &[MigrationFile] = &[
+    MigrationFile {
+        version: 1,
+        name: "kernel_outbox_inbox_tenants",
+        sql: include_str!("../migrations/0001_kernel.sql"),
+    },
+    MigrationFile {
+        version: 2,
+        name: "kernel_outbox_retention",
+        sql: include_str!("../migrations/0002_outbox_retention.sql"),
+    },
+];
 
 /// A service's database: a writer handle and a reader handle.
 #[derive(Clone, Debug)]
@@ -479,7 +486,7 @@ mod tests {
         assert_eq!(db.migration_version().await.expect("version"), None);
         db.migrate(&[]).await.expect("migrate");
         db.migrate(&[]).await.expect("migrating twice is a no-op");
-        assert_eq!(db.migration_version().await.expect("version"), Some(1));
+        assert_eq!(db.migration_version().await.expect("version"), Some(2));
         assert!(db.migrations_current(&[]).await.expect("current"));
         let tables = db.tables().await.expect("tables");
         assert!(tables.contains(&"outbox".to_string()), "{tables:?}");

@@ -124,6 +124,12 @@ pub async fn record(conn: &mut AnyConnection, event: &Event) -> Result<(), sqlx:
 #[error("{0}")]
 pub struct HandlerError(pub String);
 
+impl From<crate::ApiError> for HandlerError {
+    fn from(e: crate::ApiError) -> Self {
+        HandlerError(format!("{}: {}", e.code, e.message))
+    }
+}
+
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
         HandlerError(e.to_string())
@@ -280,6 +286,28 @@ impl Destination for Bus {
     }
 }
 
+/// How long delivered events and consumers' dedup rows are kept (`[events]` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Delivered outbox rows are kept this long (for inspection); 0 deletes them at once.
+    pub outbox: Duration,
+    /// Consumers remember the events they applied this long, so a redelivery within it is
+    /// recognised; older dedup rows are pruned.
+    pub dedup: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            outbox: Duration::ZERO,
+            dedup: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// How often the relay prunes what retention lets go.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// A service's outbox and its relay to the bus (or another [`Destination`]).
 #[derive(Clone, Debug)]
 pub struct Outbox {
@@ -287,6 +315,7 @@ pub struct Outbox {
     destination: Arc<dyn Destination>,
     wake: Arc<Notify>,
     delivering: Arc<Mutex<()>>,
+    retention: Retention,
 }
 
 const BATCH: i64 = 256;
@@ -304,7 +333,31 @@ impl Outbox {
             destination,
             wake: Arc::new(Notify::new()),
             delivering: Arc::new(Mutex::new(())),
+            retention: Retention::default(),
         }
+    }
+
+    /// Keeps delivered events and dedup rows as `retention` says.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Removes delivered events and dedup rows older than their retention; answers how many
+    /// rows went.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let now = crate::ids::Timestamp::now().millis();
+        let age = |d: Duration| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let outbox =
+            sqlx::query("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at <= $1")
+                .bind(age(self.retention.outbox))
+                .execute(self.db.writer())
+                .await?;
+        let dedup = sqlx::query("DELETE FROM processed_events WHERE processed_at <= $1")
+            .bind(age(self.retention.dedup))
+            .execute(self.db.writer())
+            .await?;
+        Ok(outbox.rows_affected() + dedup.rows_affected())
     }
 
     /// Wakes the relay; call after committing a transaction that recorded events.
@@ -325,10 +378,12 @@ impl Outbox {
         let _only_one = self.delivering.lock().await;
         let mut delivered = 0;
         loop {
-            let rows = sqlx::query("SELECT id, envelope FROM outbox ORDER BY id LIMIT $1")
-                .bind(BATCH)
-                .fetch_all(self.db.reader())
-                .await?;
+            let rows = sqlx::query(
+                "SELECT id, envelope FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT $1",
+            )
+            .bind(BATCH)
+            .fetch_all(self.db.reader())
+            .await?;
             if rows.is_empty() {
                 return Ok(delivered);
             }
@@ -369,18 +424,24 @@ impl Outbox {
                 }
                 done.push(id);
             }
-            // One statement removes everything this pass delivered; a failure also counts
-            // the attempt, atomically with that removal.
+            // One statement removes (or, with a retention, marks) everything this pass
+            // delivered; a failure also counts the attempt, atomically with that.
             let mut tx = match failure {
                 Some(_) => Some(self.db.begin().await?),
                 None => None,
             };
             if !done.is_empty() {
-                let sql = format!(
-                    "DELETE FROM outbox WHERE id IN ({})",
-                    crate::sql::placeholders(1, done.len())
-                );
+                let keep = !self.retention.outbox.is_zero();
+                let ids = crate::sql::placeholders(if keep { 2 } else { 1 }, done.len());
+                let sql = if keep {
+                    format!("UPDATE outbox SET delivered_at = $1 WHERE id IN ({ids})")
+                } else {
+                    format!("DELETE FROM outbox WHERE id IN ({ids})")
+                };
                 let mut delete = sqlx::query(&sql);
+                if keep {
+                    delete = delete.bind(crate::ids::Timestamp::now().millis());
+                }
                 for id in &done {
                     delete = delete.bind(id);
                 }
@@ -409,7 +470,14 @@ impl Outbox {
         let outbox = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
+            let mut pruned = tokio::time::Instant::now();
             loop {
+                if pruned.elapsed() >= PRUNE_EVERY {
+                    pruned = tokio::time::Instant::now();
+                    if let Err(e) = outbox.prune().await {
+                        tracing::warn!(service = outbox.db.service(), error = %e, "pruning delivered events failed");
+                    }
+                }
                 match outbox.relay_pending().await {
                     Ok(_) => {
                         backoff = Duration::from_millis(50);
@@ -520,5 +588,52 @@ mod tests {
         // A redelivery of the same event (at-least-once) has no second effect.
         bus.publish(&event).await.expect("redeliver");
         assert_eq!(handler.seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_delivered_events_until_pruned_and_never_redelivers_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = db(&dir).await;
+        let bus = Bus::new();
+        let handler = Arc::new(Counting {
+            db: db.clone(),
+            seen: AtomicUsize::new(0),
+            fail_first: AtomicUsize::new(0),
+        });
+        bus.subscribe(handler.clone());
+        let keep = Retention {
+            outbox: Duration::from_secs(3600),
+            dedup: Duration::from_secs(3600),
+        };
+        let outbox = Outbox::new(db.clone(), bus.clone()).with_retention(keep);
+        let mut tx = db.begin().await.expect("begin");
+        for n in 0..3 {
+            let event = Event::new(
+                "t",
+                "test.kept",
+                None,
+                &format!("a{n}"),
+                &Actor::system("test"),
+                Value::Null,
+            );
+            record(&mut tx, &event).await.expect("record");
+        }
+        tx.commit().await.expect("commit");
+        assert_eq!(outbox.flush().await.expect("deliver"), 3);
+        // Delivered, kept, and not delivered again.
+        assert_eq!(db.count_rows("outbox").await.expect("count"), 3);
+        assert_eq!(outbox.flush().await.expect("again"), 0);
+        assert_eq!(handler.seen.load(Ordering::SeqCst), 3);
+        // Within the retention nothing is pruned; with none, everything delivered goes.
+        assert_eq!(outbox.prune().await.expect("prune"), 0);
+        let none = Retention {
+            outbox: Duration::ZERO,
+            dedup: Duration::ZERO,
+        };
+        let pruning = Outbox::new(db.clone(), bus.clone()).with_retention(none);
+        // Three outbox rows and three dedup rows.
+        assert_eq!(pruning.prune().await.expect("prune"), 6);
+        assert_eq!(db.count_rows("outbox").await.expect("count"), 0);
+        assert_eq!(db.count_rows("processed_events").await.expect("count"), 0);
     }
 }

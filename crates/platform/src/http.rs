@@ -1,11 +1,14 @@
-//! The HTTP edge every service shares: request ids, body limits, JSON-only errors, request
-//! timeouts, panic containment, and the extractors that turn bad input into 4xx JSON.
+//! The HTTP edge every service shares: request ids, per-IP and per-tenant rate limits, body
+//! limits, JSON-only errors, request timeouts, panic containment, and the extractors that
+//! turn bad input into 4xx JSON. [`serve`] speaks HTTP/1.1 and HTTP/2 (h2c) on one port.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +19,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::HttpSettings;
 use crate::error::ApiError;
+use crate::limit::{rate_limited, Limiter, Scope};
+use crate::token::Verifier;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -192,11 +197,27 @@ pub fn etag(version: i64) -> (header::HeaderName, HeaderValue) {
     (header::ETAG, value)
 }
 
-/// Wraps a router with the shared edge: request ids, tracing, body limit, timeout, panic
-/// containment, and JSON answers for unknown routes and methods.
+/// Wraps a router with the shared edge: request ids, tracing, the per-IP rate limit, body
+/// limit, timeout, panic containment, and JSON answers for unknown routes and methods.
+///
+/// Without a token verifier the edge cannot know a request's tenant, so the per-tenant
+/// limit needs [`edge_with_verifier`]; a single service process behind the gateway has it
+/// applied there.
 pub fn edge(router: Router, settings: &HttpSettings) -> Router {
+    layers(router, settings, None)
+}
+
+/// [`edge`] plus the per-tenant rate limit, keyed by the `tid` claim of the bearer token
+/// once `verifier` (the one the services use, so the handlers then find the token in its
+/// cache) has accepted it. A token that does not verify counts against no tenant: it could
+/// name any tenant, and the handler answers it 401 anyway.
+pub fn edge_with_verifier(router: Router, settings: &HttpSettings, verifier: &Verifier) -> Router {
+    layers(router, settings, Some(verifier.clone()))
+}
+
+fn layers(router: Router, settings: &HttpSettings, verifier: Option<Verifier>) -> Router {
     let timeout = settings.request_timeout();
-    router
+    let mut router = router
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
@@ -205,8 +226,62 @@ pub fn edge(router: Router, settings: &HttpSettings) -> Router {
         }))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked", "panic").into_response()
-        }))
-        .layer(middleware::from_fn(request_id_and_trace))
+        }));
+    let limits = Limits {
+        per_ip: Limiter::new(settings.rate_limit_per_ip),
+        per_tenant: Limiter::new(settings.rate_limit_per_tenant),
+        verifier: verifier.filter(|_| settings.rate_limit_per_tenant.enabled()),
+    };
+    // Inside the request id layer, so a 429 carries its id and is logged like any answer;
+    // outside the body limit and the handlers, so a refused request costs next to nothing.
+    if limits.per_ip.enabled() || limits.verifier.is_some() {
+        router = router.layer(middleware::from_fn_with_state(Arc::new(limits), rate_limit));
+    }
+    router.layer(middleware::from_fn(request_id_and_trace))
+}
+
+/// The edge's rate limits (see [`crate::limit`]).
+struct Limits {
+    per_ip: Limiter<IpAddr>,
+    per_tenant: Limiter<String>,
+    /// Present when the per-tenant limit applies.
+    verifier: Option<Verifier>,
+}
+
+async fn rate_limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+    // Requests without a peer address come from in-process callers (router tests), not
+    // from the network: there is no client to limit.
+    if let Some(addr) = peer_addr(&req) {
+        if let Err(secs) = limits.per_ip.check(&addr.ip()) {
+            return rate_limited(Scope::Ip, secs);
+        }
+    }
+    if let Some(verifier) = &limits.verifier {
+        let claims = bearer_token(req.headers()).and_then(|t| verifier.verify(t).ok());
+        if let Some(tenant) = claims.as_ref().and_then(|c| c.tid.as_deref()) {
+            if let Err(secs) = limits.per_tenant.check(tenant) {
+                return rate_limited(Scope::Tenant, secs);
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The TCP peer of the request, as [`serve`] records it.
+pub fn peer_addr<B>(req: &axum::http::Request<B>) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case as clients send
+/// it), trimmed; not verified.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 async fn with_timeout(timeout: Duration, req: Request, next: Next) -> Response {
@@ -261,9 +336,22 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 pub fn request_id(headers: &axum::http::HeaderMap) -> HeaderValue {
     match headers.get(REQUEST_ID) {
         Some(v) if valid_request_id(v) => v.clone(),
-        _ => HeaderValue::from_str(&crate::ids::new_id())
-            .unwrap_or(HeaderValue::from_static("invalid")),
+        _ => new_request_id(),
     }
+}
+
+/// A new request id: a UUIDv7 like every other id, but with its random bits from the
+/// thread's generator instead of the operating system's (`ids::new_id` makes a system call
+/// per id, which shows at tens of thousands of requests a second). Request ids are
+/// correlation handles, not secrets.
+fn new_request_id() -> HeaderValue {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
@@ -292,15 +380,26 @@ async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests finish; the caller bounds that wait.
+/// in-flight requests finish; the caller bounds that wait. Each connection speaks HTTP/1.1
+/// or, when it opens with the HTTP/2 preface, HTTP/2 without TLS (h2c with prior knowledge:
+/// what a TLS-terminating proxy or an HTTP/2 client library sends); handlers see the peer
+/// address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Without TCP_NODELAY a response written in two segments (headers, then a streamed
+    // body, as the gateway relays them) waits for the client's delayed ACK: tens of ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -425,6 +524,102 @@ mod tests {
         assert!(expected_version(&headers, None).is_err());
     }
 
+    fn limited(per_second: f64, burst: u32) -> crate::limit::RateLimit {
+        crate::limit::RateLimit { per_second, burst }
+    }
+
+    fn get(path: &str, token: Option<&str>, peer: Option<[u8; 4]>) -> axum::http::Request<Body> {
+        let mut req = axum::http::Request::get(path);
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let mut req = req.body(Body::empty()).expect("request");
+        if let Some(ip) = peer {
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from((ip, 40_000))));
+        }
+        req
+    }
+
+    #[tokio::test]
+    async fn per_ip_limit_counts_each_peer_address() {
+        let settings = HttpSettings {
+            rate_limit_per_ip: limited(1.0, 2),
+            ..HttpSettings::default()
+        };
+        let app = edge(
+            Router::new().route("/x", axum::routing::get(|| async { "ok" })),
+            &settings,
+        );
+        let status = |peer| {
+            let app = app.clone();
+            async move { app.oneshot(get("/x", None, peer)).await.expect("response") }
+        };
+        assert_eq!(status(Some([10, 0, 0, 1])).await.status(), StatusCode::OK);
+        assert_eq!(status(Some([10, 0, 0, 1])).await.status(), StatusCode::OK);
+        let refused = status(Some([10, 0, 0, 1])).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+        assert!(refused.headers().contains_key(REQUEST_ID));
+        assert_eq!(status(Some([10, 0, 0, 2])).await.status(), StatusCode::OK);
+        // In-process callers have no address and no bucket.
+        assert_eq!(status(None).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn per_tenant_limit_counts_only_verified_tokens() {
+        use crate::token::{generate_key, Signer};
+        let key = generate_key().expect("key");
+        let signer = Signer::new(&key.kid, &key.private_pkcs8, "iss", "aud").expect("signer");
+        let verifier = Verifier::new("iss", "aud");
+        verifier
+            .set_keys([(key.kid.as_str(), key.public_x.as_str())])
+            .expect("keys");
+        // The same claims signed with a key nobody published.
+        let other = generate_key().expect("key");
+        let forger = Signer::new(&key.kid, &other.private_pkcs8, "iss", "aud").expect("signer");
+        let token = |signer: &Signer, tenant: &str| {
+            signer
+                .issue("u1", Some(tenant), "user", "s1", 600)
+                .expect("token")
+                .0
+        };
+        let settings = HttpSettings {
+            rate_limit_per_ip: crate::limit::RateLimit::OFF,
+            rate_limit_per_tenant: limited(0.5, 1),
+            ..HttpSettings::default()
+        };
+        let app = edge_with_verifier(
+            Router::new().route("/x", axum::routing::get(|| async { "ok" })),
+            &settings,
+            &verifier,
+        );
+        let call = |token: String| {
+            let app = app.clone();
+            async move {
+                app.oneshot(get("/x", Some(&token), Some([10, 0, 0, 1])))
+                    .await
+                    .expect("response")
+            }
+        };
+        assert_eq!(call(token(&signer, "t1")).await.status(), StatusCode::OK);
+        let refused = call(token(&signer, "t1")).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "rate_limited");
+        assert_eq!(call(token(&signer, "t2")).await.status(), StatusCode::OK);
+        // A token that does not verify neither meets nor spends the bucket of the tenant it
+        // names (the handler answers it 401; this route takes no caller).
+        assert_eq!(call(token(&forger, "t1")).await.status(), StatusCode::OK);
+        assert_eq!(call(token(&forger, "t3")).await.status(), StatusCode::OK);
+        assert_eq!(call(token(&forger, "t3")).await.status(), StatusCode::OK);
+        assert_eq!(call(token(&signer, "t3")).await.status(), StatusCode::OK);
+    }
+
     #[tokio::test]
     async fn keeps_a_valid_request_id_and_replaces_a_bad_one() {
         let mut req = post_json(r#"{"name":"a"}"#, "application/json");
@@ -438,5 +633,8 @@ mod tests {
             .insert(REQUEST_ID, HeaderValue::from_static("bad id <script>"));
         let (_, _, headers) = call(req).await;
         assert_ne!(headers[REQUEST_ID], "bad id <script>");
+        let made = headers[REQUEST_ID].to_str().expect("text");
+        let uuid = uuid::Uuid::parse_str(made).expect("a UUID");
+        assert_eq!(uuid.get_version_num(), 7, "{made}");
     }
 }

@@ -17,6 +17,12 @@ use crate::ids::{is_uuid, Timestamp};
 pub const TENANT_CREATED: &str = "cdx.tenant.created";
 /// See [`TENANT_CREATED`].
 pub const TENANT_UPDATED: &str = "cdx.tenant.updated";
+/// CDX deleted the tenant: every service purges its data and answers with
+/// `<service>.tenant.purged` ([`TENANT_PURGED`]).
+pub const TENANT_DELETED: &str = "cdx.tenant.deleted";
+/// The suffix of the event each service records once it purged a deleted tenant's data
+/// (`auth.tenant.purged`, `crm.tenant.purged`); `data.rows` counts what went.
+pub const TENANT_PURGED: &str = "tenant.purged";
 
 /// Lifecycle state of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -98,10 +104,21 @@ impl EventHandler for TenantReplica {
     }
 
     fn wants(&self, event_type: &str) -> bool {
-        event_type == TENANT_CREATED || event_type == TENANT_UPDATED
+        event_type == TENANT_CREATED || event_type == TENANT_UPDATED || event_type == TENANT_DELETED
     }
 
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        if event.event_type == TENANT_DELETED {
+            let Some(mut tx) = begin_once(&self.db, self.name(), event).await? else {
+                return Ok(());
+            };
+            sqlx::query("DELETE FROM tenant_replica WHERE id = $1")
+                .bind(&event.aggregate_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
         let slug = event.data["slug"].as_str();
         let status = event.data["status"].as_str().and_then(TenantStatus::parse);
         let (Some(slug), Some(status)) = (slug, status) else {
@@ -127,4 +144,25 @@ impl EventHandler for TenantReplica {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The first admin of a new tenant, carried by `cdx.tenant.created` under `data.admin` when
+/// the superadmin names one: auth creates the account, which the holder of the one-time
+/// setup token activates by choosing a password. The token itself never travels; only its
+/// hash ([`setup_token_hash`]) does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct InitialAdmin {
+    /// The admin's email.
+    pub email: String,
+    /// [`setup_token_hash`] of the one-time setup token.
+    pub setup_token_hash: String,
+    /// Until when the token may be used.
+    pub expires_at: Timestamp,
+}
+
+/// The stored form of a one-time setup token (SHA-256, base64url).
+pub fn setup_token_hash(token: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))
 }

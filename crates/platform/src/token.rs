@@ -8,7 +8,10 @@
 //! ([`crate::caller::Revocations`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -54,6 +57,9 @@ pub enum TokenError {
     /// Past its expiry.
     #[error("token expired")]
     Expired,
+    /// Signed by a key we do not know, and the key set cannot be fetched right now.
+    #[error("the token keys are unavailable")]
+    KeysUnavailable,
 }
 
 /// A freshly generated Ed25519 key pair as it is stored.
@@ -159,12 +165,53 @@ impl Signer {
     }
 }
 
+/// Where a verifier in another process than auth gets the published keys: `(kid, x)` pairs.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    /// The current key set.
+    async fn fetch(&self) -> Result<Vec<(String, String)>, String>;
+}
+
+/// A JSON Web Key Set as auth publishes it (`GET /api/auth/.well-known/jwks.json`).
+#[derive(Debug, Deserialize)]
+pub struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Jwk {
+    kid: String,
+    x: String,
+    #[serde(default)]
+    kty: Option<String>,
+}
+
+impl Jwks {
+    /// The Ed25519 keys of the set as `(kid, x)` pairs.
+    pub fn into_pairs(self) -> Vec<(String, String)> {
+        self.keys
+            .into_iter()
+            .filter(|k| k.kty.as_deref().is_none_or(|t| t == "OKP"))
+            .map(|k| (k.kid, k.x))
+            .collect()
+    }
+}
+
+/// Fetches a key set from a [`KeySource`] when a token names an unknown key, at most once
+/// per `min_interval` (concurrent requests share one fetch and its outcome).
+struct Refresh {
+    source: Arc<dyn KeySource>,
+    min_interval: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
 /// Verifies access tokens against the published keys, with a bounded cache of verified ones.
 #[derive(Clone)]
 pub struct Verifier {
     keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
     validation: Arc<Validation>,
     cache: Arc<quick_cache::sync::Cache<String, Arc<Claims>>>,
+    refresh: Arc<OnceLock<Refresh>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -188,7 +235,72 @@ impl Verifier {
             keys: Arc::new(RwLock::new(HashMap::new())),
             validation: Arc::new(validation),
             cache: Arc::new(quick_cache::sync::Cache::new(CACHE_CAPACITY)),
+            refresh: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Makes [`Verifier::verify_fresh`] fetch the key set from `source` when a token names
+    /// an unknown key (services that do not hold the keys themselves). Set once.
+    pub fn refresh_from(&self, source: Arc<dyn KeySource>, min_interval: Duration) {
+        let _ = self.refresh.set(Refresh {
+            source,
+            min_interval,
+            last: tokio::sync::Mutex::new(None),
+        });
+    }
+
+    /// Fetches the key set now (at start), when a source is set. A failure is not
+    /// remembered: the first token that needs the keys tries again.
+    pub async fn refresh(&self) -> Result<(), String> {
+        let Some(refresh) = self.refresh.get() else {
+            return Ok(());
+        };
+        let mut last = refresh.last.lock().await;
+        self.fetch_from(refresh).await?;
+        *last = Some((Instant::now(), true));
+        Ok(())
+    }
+
+    async fn fetch_from(&self, refresh: &Refresh) -> Result<(), String> {
+        let pairs = refresh.source.fetch().await?;
+        self.set_keys(pairs.iter().map(|(kid, x)| (kid.as_str(), x.as_str())))?;
+        tracing::info!(keys = pairs.len(), "token keys refreshed");
+        Ok(())
+    }
+
+    /// Like [`Verifier::verify`], but a token signed by an unknown key first refreshes the
+    /// key set from the source (when one is set) — how a key rotated in auth reaches every
+    /// other process.
+    pub async fn verify_fresh(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        match self.verify(token) {
+            Err(TokenError::UnknownKey) => {}
+            other => return other,
+        }
+        let Some(refresh) = self.refresh.get() else {
+            return Err(TokenError::UnknownKey);
+        };
+        {
+            let mut last = refresh.last.lock().await;
+            let recent = last.filter(|(at, _)| at.elapsed() < refresh.min_interval);
+            let ok = match recent {
+                // Refreshed moments ago, perhaps by a concurrent request: use that outcome.
+                Some((_, ok)) => ok,
+                None => match self.fetch_from(refresh).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch the token keys");
+                        false
+                    }
+                },
+            };
+            if recent.is_none() {
+                *last = Some((Instant::now(), ok));
+            }
+            if !ok {
+                return Err(TokenError::KeysUnavailable);
+            }
+        }
+        self.verify(token)
     }
 
     /// Replaces the set of accepted public keys (`kid`, base64url `x`).

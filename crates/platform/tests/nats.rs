@@ -22,6 +22,7 @@ fn settings(url: &str) -> EventSettings {
         consumer: None,
         poll_ms: 50,
         request_timeout_ms: 2000,
+        ..EventSettings::default()
     }
 }
 

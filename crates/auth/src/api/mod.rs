@@ -1,5 +1,6 @@
 //! HTTP routes of the auth service (`/api/auth/...`).
 
+pub(crate) mod internal;
 mod session;
 mod users;
 
@@ -20,13 +21,14 @@ pub fn router() -> Router<Auth> {
 #[openapi(
     paths(
         session::login, session::refresh, session::logout, session::me, session::change_password,
+        session::setup_password,
         session::sessions, session::end_session, session::jwks, session::rotate_keys,
         users::list, users::create, users::get_one, users::update, users::delete
     ),
     components(schemas(
         crate::LoginRequest, crate::TokenResponse, crate::Principal, crate::UserView,
         crate::keys::Jwks, crate::keys::Jwk, session::RefreshRequest, session::PasswordChange,
-        session::SessionView, users::CreateUser, crate::users::UserChanges
+        session::SessionView, users::CreateUser, crate::users::SetupPassword, crate::users::UserChanges
     )),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login, tokens, sessions and tenant users"))

@@ -20,6 +20,7 @@ pub fn router() -> Router<Auth> {
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/me", get(me))
         .route("/api/auth/password", post(change_password))
+        .route("/api/auth/setup-password", post(setup_password))
         .route("/api/auth/sessions", get(sessions))
         .route("/api/auth/sessions/{id}", delete(end_session))
         .route("/api/auth/.well-known/jwks.json", get(jwks))
@@ -101,6 +102,22 @@ pub async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     auth.change_password(&caller, &body.current_password, &body.new_password)
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Activate a new tenant's first admin: choose the password with the one-time setup token
+/// returned when the tenant was created (no login needed; the token works once).
+#[utoipa::path(post, path = "/api/auth/setup-password", tag = "auth",
+    request_body = crate::users::SetupPassword,
+    responses((status = 204, description = "password set; log in with it"),
+        (status = 400, description = "`invalid_setup_token`: unknown, used or expired"),
+        (status = 422, description = "the password fails the policy")))]
+pub async fn setup_password(
+    State(auth): State<Auth>,
+    meta: RequestMeta,
+    Json(body): Json<crate::users::SetupPassword>,
+) -> Result<StatusCode, ApiError> {
+    auth.setup_password(&body, &meta).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

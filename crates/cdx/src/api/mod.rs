@@ -5,6 +5,7 @@
 mod aggregates;
 mod audit;
 mod clients;
+pub(crate) mod internal;
 mod services;
 mod stream;
 mod tenants;
@@ -30,6 +31,7 @@ pub(crate) fn router() -> Router<CdxState> {
     paths(
         clients::list, clients::create, clients::get_one, clients::update,
         tenants::list, tenants::create, tenants::get_one, tenants::update,
+        tenants::delete, tenants::purge, tenants::export,
         aggregates::summary, aggregates::overview,
         services::list,
         audit::list, audit::tenant_list, audit::verify,
@@ -37,6 +39,8 @@ pub(crate) fn router() -> Router<CdxState> {
     ),
     components(schemas(
         crate::model::Client, crate::model::Tenant, crate::model::ServiceEntry,
+        tenants::CreatedTenant, tenants::AdminSetup, crate::store::PurgeStatus,
+        crate::store::PurgeStep,
         crate::aggregates::TenantListItem, crate::aggregates::TenantCounters,
         crate::aggregates::TenantSummary, crate::aggregates::PipelineValue,
         crate::aggregates::Overview, crate::aggregates::OverviewTotals,

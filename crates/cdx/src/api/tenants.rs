@@ -8,10 +8,12 @@ use axum::routing::get;
 use axum::Router;
 use platform::caller::Superadmin;
 use platform::http::{etag, Json, Path, Query};
+use platform::ids::Timestamp;
 use platform::page::{page, Page, PageParams};
-use platform::tenants::TenantStatus;
+use platform::tenants::{setup_token_hash, InitialAdmin, TenantStatus};
+use platform::validate::Email;
 use platform::ApiError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregates::{TenantListItem, TenantSort};
 use crate::model::{parse_name, Slug, Tenant};
@@ -21,7 +23,106 @@ use crate::CdxState;
 pub(super) fn router() -> Router<CdxState> {
     Router::new()
         .route("/api/cdx/tenants", get(list).post(create))
-        .route("/api/cdx/tenants/{id}", get(get_one).patch(update))
+        .route(
+            "/api/cdx/tenants/{id}",
+            get(get_one).patch(update).delete(delete),
+        )
+        .route("/api/cdx/tenants/{id}/purge", get(purge))
+        .route("/api/cdx/tenants/{id}/export", get(export))
+}
+
+/// Download one document with all of a tenant's data in every service (data portability):
+/// `{"format", "exported_at", "tenant", "services": {"cdx": …, "auth": {"users": […]},
+/// "crm": {"customers": […], …}}}`. Password hashes and tokens never leave their service.
+/// The export is audited (`cdx.tenant.exported`).
+#[utoipa::path(get, path = "/api/cdx/tenants/{id}/export", tag = "cdx", security(("bearer" = [])),
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, description = "the export, as a JSON attachment"), (status = 404),
+        (status = 503, description = "a service could not be reached; nothing partial is given")))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn export(
+    State(cdx): State<CdxState>,
+    Superadmin(caller): Superadmin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = store::tenant_by_key(cdx.db().reader(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let mut services = serde_json::Map::new();
+    services.insert(
+        crate::SERVICE.name.to_string(),
+        serde_json::json!({ "tenant": &tenant }),
+    );
+    for (service, exporter) in cdx.exporters() {
+        services.insert(service.clone(), exporter.export_tenant(&tenant.id).await?);
+    }
+    store::record_export(cdx.db(), &tenant, &caller.actor()).await?;
+    cdx.announce();
+    let document = serde_json::json!({
+        "format": "metatron-tenant-export/1",
+        "exported_at": Timestamp::now(),
+        "tenant": &tenant,
+        "services": services,
+    });
+    let disposition = format!(
+        "attachment; filename=\"tenant-{}.json\"",
+        tenant.slug.as_str()
+    );
+    Ok((
+        [(axum::http::header::CONTENT_DISPOSITION, disposition)],
+        Json(document),
+    ))
+}
+
+/// `DELETE /api/cdx/tenants/{id}` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DeleteParams {
+    /// The tenant's slug, repeated to confirm.
+    confirm: Option<String>,
+}
+
+/// Delete a tenant and all its data in every service. Confirm with `?confirm=<slug>`. The
+/// tenant leaves the registry at once; each service purges its data when the
+/// `cdx.tenant.deleted` event reaches it, and `GET /api/cdx/tenants/{id}/purge` reports which
+/// have.
+#[utoipa::path(delete, path = "/api/cdx/tenants/{id}", tag = "cdx", security(("bearer" = [])),
+    params(("id" = String, Path, description = "tenant id or slug"), DeleteParams),
+    responses((status = 202, body = store::PurgeStatus), (status = 404),
+        (status = 422, description = "the confirmation is missing or wrong")))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn delete(
+    State(cdx): State<CdxState>,
+    Superadmin(caller): Superadmin,
+    Path(id): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let status =
+        store::delete_tenant(cdx.db(), &id, params.confirm.as_deref(), &caller.actor()).await?;
+    cdx.announce_now().await;
+    // In-process services have purged by now; report what is known.
+    let status = store::purge_status(cdx.db().reader(), &status.tenant_id)
+        .await?
+        .unwrap_or(status);
+    Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+/// Where the deletion of a tenant stands in each service.
+#[utoipa::path(get, path = "/api/cdx/tenants/{id}/purge", tag = "cdx", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the deleted tenant's id or slug")),
+    responses((status = 200, body = store::PurgeStatus),
+        (status = 404, description = "no deletion of such a tenant")))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn purge(
+    State(cdx): State<CdxState>,
+    _: Superadmin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let status = store::purge_status(cdx.db().reader(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant deletion"))?;
+    Ok(Json(status))
 }
 
 /// Filters and paging of the tenant list.
@@ -122,12 +223,44 @@ pub(super) struct CreateTenant {
     name: String,
     /// The owning client's id.
     client_id: String,
+    /// Email of the tenant's first admin: auth creates the account, and the answer carries a
+    /// one-time setup token with which its holder chooses the password.
+    #[serde(default)]
+    admin_email: Option<String>,
 }
 
-/// Create an active tenant of a client.
+/// How long the setup token of a new tenant's first admin stays valid.
+const SETUP_TOKEN_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// The one-time token that activates a new tenant's first admin; shown once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct AdminSetup {
+    /// The admin's email.
+    email: String,
+    /// Send it to the admin: `POST /api/auth/setup-password` with `{"token", "password"}`.
+    token: String,
+    /// Until when the token works.
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: Timestamp,
+    /// Where to use it.
+    set_password_path: &'static str,
+}
+
+/// A created tenant, with its first admin's setup token when one was asked for.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct CreatedTenant {
+    #[serde(flatten)]
+    tenant: Tenant,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_setup: Option<AdminSetup>,
+}
+
+/// Create an active tenant of a client; with `admin_email`, its first admin too (provisioned
+/// in auth through events; the answer's `admin_setup.token` activates the account), and the
+/// CRM gives it its default pipeline.
 #[utoipa::path(post, path = "/api/cdx/tenants", tag = "cdx", security(("bearer" = [])),
     request_body = CreateTenant,
-    responses((status = 201, body = Tenant), (status = 409, description = "slug taken"),
+    responses((status = 201, body = CreatedTenant), (status = 409, description = "slug taken"),
         (status = 422, description = "invalid input or unknown client")))]
 #[tracing::instrument(skip_all)]
 pub(super) async fn create(
@@ -140,9 +273,35 @@ pub(super) async fn create(
         name: parse_name("name", &body.name)?,
         client_id: body.client_id,
     };
-    let tenant = store::create_tenant(cdx.db(), &new, &caller.actor()).await?;
+    let setup = body
+        .admin_email
+        .as_deref()
+        .map(|email| {
+            let email = Email::parse(email)
+                .map_err(|_| ApiError::validation("admin_email", "must be an email address"))?;
+            Ok::<_, ApiError>(AdminSetup {
+                email: email.as_str().to_string(),
+                token: platform::ids::random_token(32),
+                expires_at: Timestamp::now().plus_secs(SETUP_TOKEN_TTL_SECS),
+                set_password_path: "/api/auth/setup-password",
+            })
+        })
+        .transpose()?;
+    let admin = setup.as_ref().map(|s| InitialAdmin {
+        email: s.email.clone(),
+        setup_token_hash: setup_token_hash(&s.token),
+        expires_at: s.expires_at,
+    });
+    let tenant = store::create_tenant(cdx.db(), &new, admin.as_ref(), &caller.actor()).await?;
     cdx.announce_now().await;
-    Ok((StatusCode::CREATED, [etag(tenant.version)], Json(tenant)))
+    Ok((
+        StatusCode::CREATED,
+        [etag(tenant.version)],
+        Json(CreatedTenant {
+            tenant,
+            admin_setup: setup,
+        }),
+    ))
 }
 
 /// One tenant, by id or slug; its `ETag` is its version.

@@ -38,8 +38,33 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
         return Ok(());
     };
     let data = &event.data;
+    if let Some(service) = event
+        .event_type
+        .strip_suffix(platform::tenants::TENANT_PURGED)
+        .and_then(|s| s.strip_suffix('.'))
+    {
+        // One service is done with a deleted tenant.
+        sqlx::query(
+            "UPDATE tenant_purges SET purged_at = $1, rows_removed = $2 \
+             WHERE tenant_id = $3 AND service = $4",
+        )
+        .bind(at)
+        .bind(data["rows"].as_i64())
+        .bind(tenant)
+        .bind(service)
+        .execute(&mut *conn)
+        .await?;
+    }
     match event.event_type.as_str() {
         crate::events::TENANT_CREATED => ensure_summary(conn, tenant, at).await?,
+        crate::events::TENANT_DELETED => {
+            for table in TENANT_TABLES {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                    .bind(tenant)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
         "auth.user.created" | "auth.user.updated" | "auth.user.deleted" => {
             apply_user(conn, tenant, event).await?;
         }
@@ -79,7 +104,7 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
         | "crm.deal.closed"
         | "crm.deal.deleted" => apply_deal(conn, tenant, event).await?,
         "crm.tenant.purged" => {
-            ensure_summary(conn, tenant, at).await?;
+            // Only a tenant that still exists keeps a (zeroed) summary.
             sqlx::query(
                 "UPDATE tenant_summary SET customers = 0, companies = 0, open_deals = 0, \
                  updated_at = $2 WHERE tenant_id = $1",
@@ -99,6 +124,15 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
     }
     Ok(())
 }
+
+/// The per-tenant aggregate tables (the activity per day stays: it is history).
+const TENANT_TABLES: &[&str] = &[
+    "tenant_summary",
+    "tenant_pipeline",
+    "tenant_deals",
+    "tenant_users",
+    "tenant_logins",
+];
 
 /// One more event (and login) of the event's tenant on its day.
 async fn count_activity(conn: &mut AnyConnection, event: &Event) -> sqlx::Result<()> {

@@ -5,11 +5,12 @@ use platform::db::Db;
 use platform::events::{record, Actor};
 use platform::ApiResult;
 use serde_json::json;
+use sqlx::AnyConnection;
 
 use crate::events;
 
 /// Every table holding tenant data, children before parents.
-const TENANT_TABLES: &[&str] = &[
+pub const TENANT_TABLES: &[&str] = &[
     "notes",
     "stage_changes",
     "deals",
@@ -27,6 +28,17 @@ const TENANT_TABLES: &[&str] = &[
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn delete_tenant_data(db: &Db, scope: &TenantScope, actor: &Actor) -> ApiResult<u64> {
     let mut tx = db.begin().await?;
+    let total = delete_tenant_data_in(&mut tx, scope, actor).await?;
+    tx.commit().await?;
+    Ok(total)
+}
+
+/// [`delete_tenant_data`] inside the caller's transaction.
+pub async fn delete_tenant_data_in(
+    tx: &mut AnyConnection,
+    scope: &TenantScope,
+    actor: &Actor,
+) -> ApiResult<u64> {
     let mut total = 0;
     let mut removed = serde_json::Map::new();
     for table in TENANT_TABLES {
@@ -39,17 +51,16 @@ pub async fn delete_tenant_data(db: &Db, scope: &TenantScope, actor: &Actor) -> 
         removed.insert((*table).to_string(), json!(n));
     }
     record(
-        &mut tx,
+        tx,
         &events::record_event(
             "tenant",
             "purged",
             scope.tenant_id(),
             scope.tenant_id(),
             actor,
-            json!({ "removed": removed }),
+            json!({ "rows": total, "removed": removed }),
         ),
     )
     .await?;
-    tx.commit().await?;
     Ok(total)
 }

@@ -318,10 +318,11 @@ impl App {
     /// Events the CRM emitted so far of `event_type`, after delivery.
     pub async fn events_of(&self, event_type: &str) -> Vec<Event> {
         for _ in 0..100 {
-            let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-                .fetch_one(self.db.reader())
-                .await
-                .expect("outbox");
+            let pending: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+                    .fetch_one(self.db.reader())
+                    .await
+                    .expect("outbox");
             if pending == 0 {
                 break;
             }

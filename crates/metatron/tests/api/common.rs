@@ -57,10 +57,19 @@ impl TestApp {
     }
 
     pub async fn spawn_on(dbs: TestDatabases, settings: Settings) -> TestApp {
+        Self::start_on(dbs, settings, true).await
+    }
+
+    /// Like [`TestApp::spawn_on`], without seeding the demo data (which needs events to flow).
+    pub async fn spawn_on_without_demo(dbs: TestDatabases, settings: Settings) -> TestApp {
+        Self::start_on(dbs, settings, false).await
+    }
+
+    async fn start_on(dbs: TestDatabases, settings: Settings, demo: bool) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let running = start(settings.clone(), true, listener)
+        let running = start(settings.clone(), demo, listener)
             .await
             .expect("platform starts");
         TestApp {

@@ -147,6 +147,24 @@ async fn suspended_tenant_cannot_log_in_and_its_sessions_end() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "tenant_suspended");
 
+    // Its data is read-only in every service, even for the superadmin; reads still work.
+    let demo = [("x-tenant", "demo")];
+    let (status, body) = app
+        .call_with(
+            Method::POST,
+            "/api/crm/customers",
+            Some(&root),
+            Some(json!({ "first_name": "Frozen", "last_name": "Out" })),
+            &demo,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "tenant_suspended");
+    let (status, body) = app
+        .call_with(Method::GET, "/api/crm/customers", Some(&root), None, &demo)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
     let (status, _) = app
         .call(
             Method::PATCH,
@@ -158,6 +176,16 @@ async fn suspended_tenant_cannot_log_in_and_its_sessions_end() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app.login_as(USER, None).await;
     assert_eq!(status, StatusCode::OK, "resumed tenant logs in again");
+    let (status, body) = app
+        .call_with(
+            Method::POST,
+            "/api/crm/customers",
+            Some(&root),
+            Some(json!({ "first_name": "Thawed", "last_name": "In" })),
+            &demo,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 #[tokio::test]

@@ -12,5 +12,6 @@ mod crm;
 mod input;
 mod login;
 mod nats;
+mod provisioning;
 mod roles;
 mod tokens;

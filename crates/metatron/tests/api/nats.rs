@@ -58,3 +58,69 @@ async fn a_tenant_created_in_cdx_reaches_auth_through_nats() {
         nats.delete_stream(service).await.expect("cleanup");
     }
 }
+
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_is_back() {
+    let prefix = format!("mtest{}", platform::ids::new_id().replace('-', ""));
+    let app = TestApp::spawn_with(|s| {
+        s.events.transport = Transport::Nats;
+        s.events.prefix = prefix.clone();
+        s.events.poll_ms = 100;
+        s.events.request_timeout_ms = 300;
+    })
+    .await;
+    let root = app.token(SUPERADMIN).await;
+    let (dbs, settings) = app.stop().await;
+
+    // NATS unreachable: the platform still starts, and writes still succeed.
+    let mut down = settings.clone();
+    down.events.nats_url = "nats://127.0.0.1:1".into();
+    let app = TestApp::spawn_on_without_demo(dbs, down).await;
+    let (status, client) = app
+        .call(
+            Method::POST,
+            "/api/cdx/clients",
+            Some(&root),
+            Some(serde_json::json!({"name": "Written while NATS was down"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{client}");
+    let (dbs, down) = app.stop().await;
+    // Starting again while NATS is still down, with that event pending, works too.
+    let app = TestApp::spawn_on_without_demo(dbs, down).await;
+    let (status, _) = app.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (dbs, _) = app.stop().await;
+
+    // NATS back: the waiting event reaches the audit log.
+    let app = TestApp::spawn_on(dbs, settings.clone()).await;
+    let mut audited = false;
+    for _ in 0..100 {
+        let (status, page) = app
+            .call(
+                Method::GET,
+                "/api/cdx/audit?action=cdx.client.created",
+                Some(&root),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        if page["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|e| e["target"] == client["id"]))
+        {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        audited,
+        "the event written while NATS was down was delivered"
+    );
+    app.stop().await;
+    let nats = Nats::connect(&settings.events).await.expect("connect");
+    for service in ["cdx", "auth", "crm"] {
+        nats.delete_stream(service).await.expect("cleanup");
+    }
+}

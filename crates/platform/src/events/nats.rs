@@ -56,6 +56,11 @@ pub struct EventSettings {
     pub poll_ms: u64,
     /// How long a publish waits for its ack (and a flush for the local consumer).
     pub request_timeout_ms: u64,
+    /// How long delivered events stay in the outbox (0: deleted at delivery).
+    pub outbox_retention_secs: u64,
+    /// How long consumers remember the events they applied (redeliveries within it are
+    /// recognised and skipped).
+    pub dedup_retention_secs: u64,
 }
 
 impl Default for EventSettings {
@@ -67,11 +72,21 @@ impl Default for EventSettings {
             consumer: None,
             poll_ms: 1000,
             request_timeout_ms: 5000,
+            outbox_retention_secs: 0,
+            dedup_retention_secs: 7 * 24 * 3600,
         }
     }
 }
 
 impl EventSettings {
+    /// What the outboxes keep.
+    pub fn retention(&self) -> crate::events::Retention {
+        crate::events::Retention {
+            outbox: Duration::from_secs(self.outbox_retention_secs),
+            dedup: Duration::from_secs(self.dedup_retention_secs),
+        }
+    }
+
     /// The relay's poll interval.
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.poll_ms.max(1))

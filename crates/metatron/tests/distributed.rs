@@ -1,0 +1,518 @@
+//! The distributed topology as real processes: `metatron up` starts the gateway and one
+//! process per service on the suite's backend (one database per service; PostgreSQL with
+//! `TEST_BACKEND=postgres`), exchanging events over the NATS JetStream server on
+//! 127.0.0.1:4222 (`.ci/run` starts one), and everything is driven over HTTP through the
+//! gateway as a client would.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use platform::testing::TestDatabases;
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Stack {
+    up: tokio::process::Child,
+    base: String,
+    urls: Vec<(&'static str, String)>,
+    config: PathBuf,
+    prefix: String,
+    secret: String,
+    _dbs: TestDatabases,
+    _dir: tempfile::TempDir,
+}
+
+const SERVICES: [&str; 3] = ["cdx", "auth", "crm"];
+
+async fn start() -> Stack {
+    let dbs = TestDatabases::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway_port = free_port();
+    let urls: Vec<(&'static str, String)> = SERVICES
+        .iter()
+        .map(|s| (*s, format!("http://127.0.0.1:{}", free_port())))
+        .collect();
+    let prefix = format!("mtdist{}", &platform::ids::new_id()[24..]);
+    let secret = platform::ids::random_token(48);
+    let mut config = format!(
+        "port = {gateway_port}\nbind = \"127.0.0.1\"\nlog = \"warn\"\n\
+         [password]\nconcurrency = 2\nmemory_kib = 1024\niterations = 1\nparallelism = 1\n\
+         [events]\ntransport = \"nats\"\nprefix = \"{prefix}\"\npoll_ms = 200\n\
+         [services]\nsecret = \"{secret}\"\n[gateway]\nconnect_timeout_ms = 500\n\
+         health_check_interval_ms = 200\n"
+    );
+    config.push_str("[services.urls]\n");
+    for (service, url) in &urls {
+        config.push_str(&format!("{service} = \"{url}\"\n"));
+    }
+    config.push_str("[gateway.upstreams]\n");
+    for (service, url) in &urls {
+        config.push_str(&format!("{service} = [\"{url}\"]\n"));
+    }
+    for service in SERVICES {
+        config.push_str(&format!(
+            "[{service}.database]\nurl = \"{}\"\nmax_connections = 4\n",
+            dbs.url(service)
+        ));
+    }
+    let path = dir.path().join("metatron.toml");
+    std::fs::write(&path, config).expect("config");
+    let up = tokio::process::Command::new(env!("CARGO_BIN_EXE_metatron"))
+        .arg("up")
+        .arg("--demo")
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dbs.data_dir())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("metatron up starts");
+    let stack = Stack {
+        up,
+        base: format!("http://127.0.0.1:{gateway_port}"),
+        urls,
+        config: path,
+        prefix,
+        secret,
+        _dbs: dbs,
+        _dir: dir,
+    };
+    // Ready when a tenant user can log in through the gateway: every process is up and the
+    // demo data has travelled from cdx to auth over NATS.
+    eventually(Duration::from_secs(90), || async {
+        stack.login("john.doe@demo.com", "demo123").await.is_some()
+    })
+    .await;
+    // And the CRM process has loaded its part of the demo data (it does once the demo
+    // tenant reaches it, independently of auth).
+    let john = stack
+        .login("john.doe@demo.com", "demo123")
+        .await
+        .expect("john logs in");
+    eventually(Duration::from_secs(60), || async {
+        let list: Value = match reqwest::Client::new()
+            .get(format!("{}/api/crm/customers", stack.base))
+            .bearer_auth(&john)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        list["items"]
+            .as_array()
+            .is_some_and(|items| items.len() == 2)
+    })
+    .await;
+    stack
+}
+
+#[track_caller]
+fn eventually<F, Fut>(limit: Duration, check: F) -> impl std::future::Future<Output = ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let caller = std::panic::Location::caller();
+    wait_for(limit, check, caller)
+}
+
+async fn wait_for<F, Fut>(limit: Duration, mut check: F, caller: &std::panic::Location<'_>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "not within {limit:?} (line {})",
+            caller.line()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Stack {
+    fn url(&self, service: &str) -> &str {
+        &self
+            .urls
+            .iter()
+            .find(|(s, _)| *s == service)
+            .expect("service")
+            .1
+    }
+
+    async fn login(&self, username: &str, password: &str) -> Option<String> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body: Value = response.json().await.ok()?;
+        body["access_token"].as_str().map(str::to_string)
+    }
+
+    /// The pid of the process running `service` under this stack's `metatron up`.
+    fn pid_of(&self, service: &str) -> Option<i32> {
+        let config = self.config.to_string_lossy().to_string();
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).to_string())
+                    .collect();
+                let serves = args
+                    .windows(2)
+                    .any(|w| w[0] == "--service" && w[1] == service);
+                (serves && args.contains(&config)).then_some(pid)
+            })
+    }
+
+    async fn stop(mut self) {
+        let pid = self.up.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(60), self.up.wait())
+            .await
+            .expect("metatron up stops within a minute")
+            .expect("status");
+        assert!(exit.success(), "{exit}");
+        for service in SERVICES {
+            assert!(self.pid_of(service).is_none(), "{service} outlived up");
+        }
+        remove_streams(&self.prefix).await;
+    }
+}
+
+/// This test's JetStream streams, so that runs do not pile up on the server.
+async fn remove_streams(prefix: &str) {
+    let settings = platform::events::nats::EventSettings {
+        prefix: prefix.to_string(),
+        ..Default::default()
+    };
+    if let Ok(nats) = platform::events::nats::Nats::connect(&settings).await {
+        for service in SERVICES {
+            let _ = nats.delete_stream(service).await;
+        }
+    }
+}
+
+fn kill(pid: i32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+async fn status_of(response: reqwest::Result<reqwest::Response>) -> u16 {
+    response.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_distributed_stack_serves_like_all_in_one() {
+    let stack = start().await;
+    let http = reqwest::Client::new();
+    let base = stack.base.clone();
+
+    // CRUD through the gateway, in the crm process.
+    let john = stack
+        .login("john.doe@demo.com", "demo123")
+        .await
+        .expect("john logs in");
+    let created = http
+        .post(format!("{base}/api/crm/customers"))
+        .bearer_auth(&john)
+        .json(
+            &json!({"first_name": "Dora", "last_name": "Distributed", "email": "dora@example.com"}),
+        )
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let list: Value = http
+        .get(format!("{base}/api/crm/customers?q=dora"))
+        .bearer_auth(&john)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // The superadmin's credentials live in cdx: auth checks them over HTTP with its
+    // service token.
+    let admin = stack
+        .login("test", "test123")
+        .await
+        .expect("superadmin logs in");
+    assert!(stack.login("test", "wrong-password").await.is_none());
+
+    // A tenant created in cdx reaches auth over NATS and is usable there.
+    let clients: Value = http
+        .get(format!("{base}/api/cdx/clients"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("clients")
+        .json()
+        .await
+        .expect("json");
+    let client = clients["items"][0]["id"].as_str().expect("the demo client");
+    let tenant = http
+        .post(format!("{base}/api/cdx/tenants"))
+        .bearer_auth(&admin)
+        .json(&json!({"slug": "far-away", "name": "Far Away", "client_id": client}))
+        .send()
+        .await
+        .expect("tenant");
+    assert_eq!(tenant.status(), 201, "{:?}", tenant.text().await);
+    eventually(Duration::from_secs(60), || async {
+        let user = http
+            .post(format!("{base}/api/auth/users"))
+            .bearer_auth(&admin)
+            .header("x-tenant", "far-away")
+            .json(&json!({"email": "first@far-away.example", "password": "long-enough-1", "role": "admin"}))
+            .send()
+            .await;
+        status_of(user).await == 201
+    })
+    .await;
+    assert!(stack
+        .login("first@far-away.example", "long-enough-1")
+        .await
+        .is_some());
+
+    // The aggregates in cdx follow the crm's events.
+    eventually(Duration::from_secs(60), || async {
+        let overview: Value = match http
+            .get(format!("{base}/api/cdx/overview"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        overview["totals"]["customers"] == 3 && overview["tenants"]["total"] == 2
+    })
+    .await;
+
+    // Server-sent events pass through the gateway as they happen.
+    let mut stream = http
+        .get(format!("{base}/api/cdx/stream?type=cdx.client.created"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.headers()["content-type"].to_str().ok(),
+        Some("text/event-stream")
+    );
+    let client = http
+        .post(format!("{base}/api/cdx/clients"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Streamed Ltd"}))
+        .send()
+        .await
+        .expect("client");
+    assert_eq!(client.status(), 201);
+    let mut seen = String::new();
+    while !seen.contains("Streamed Ltd") && !seen.contains("cdx.client.created") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream reads")
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+
+    // The export gathers the tenant's data from the other processes over HTTP.
+    let export: Value = http
+        .get(format!("{base}/api/cdx/tenants/demo/export"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("export")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        export["services"]["crm"]["customers"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{export}"
+    );
+    assert!(export["services"]["auth"]["users"]
+        .as_array()
+        .is_some_and(|users| users.len() == 2));
+
+    // Deleting a tenant purges it in every process.
+    let deleted = http
+        .delete(format!("{base}/api/cdx/tenants/far-away?confirm=far-away"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 202);
+    eventually(Duration::from_secs(60), || async {
+        let report: Value = match http
+            .get(format!("{base}/api/cdx/tenants/far-away/purge"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        report["complete"] == true
+    })
+    .await;
+    assert!(stack
+        .login("first@far-away.example", "long-enough-1")
+        .await
+        .is_none());
+
+    // Logging out in auth ends the token in the crm process too.
+    let logout = http
+        .post(format!("{base}/api/auth/logout"))
+        .bearer_auth(&john)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout.status(), 204);
+    eventually(Duration::from_secs(30), || async {
+        let r = http
+            .get(format!("{base}/api/crm/customers"))
+            .bearer_auth(&john)
+            .send()
+            .await;
+        status_of(r).await == 401
+    })
+    .await;
+
+    // Internal endpoints: not routed by the gateway, and a forged or foreign service
+    // credential is refused by the service itself.
+    let through_gateway = http
+        .post(format!("{base}/internal/cdx/admins/verify"))
+        .json(&json!({"username": "test", "password": "test123"}))
+        .send()
+        .await
+        .expect("gateway");
+    assert_eq!(through_gateway.status(), 404);
+    let foreign = platform::identity::ServiceIdentity::new(
+        "auth",
+        &secrecy::SecretString::from(platform::ids::random_token(48)),
+    )
+    .expect("identity");
+    let ours = platform::identity::ServiceIdentity::new(
+        "auth",
+        &secrecy::SecretString::from(stack.secret.clone()),
+    )
+    .expect("identity");
+    let verify = format!("{}/internal/cdx/admins/verify", stack.url("cdx"));
+    let body = json!({"username": "test", "password": "test123"});
+    for forged in [
+        None,
+        Some("auth.9999999999.AAAA".to_string()),
+        Some(foreign.token()),
+    ] {
+        let mut request = http.post(&verify).json(&body);
+        if let Some(token) = forged {
+            request = request.header("x-metatron-service", token);
+        }
+        let response = request.send().await.expect("internal");
+        assert_eq!(response.status(), 401);
+    }
+    let genuine: Value = http
+        .post(&verify)
+        .header("x-metatron-service", ours.token())
+        .json(&body)
+        .send()
+        .await
+        .expect("internal")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(genuine["admin"]["username"], "test", "{genuine}");
+
+    // A killed service answers 503 fast through the gateway, and `up` restarts it.
+    let jane = stack
+        .login("jane.smith@demo.com", "demo123")
+        .await
+        .expect("jane logs in");
+    let crm = stack.pid_of("crm").expect("crm runs");
+    kill(crm, "-KILL");
+    let started = Instant::now();
+    let down = http
+        .get(format!("{base}/api/crm/customers"))
+        .bearer_auth(&jane)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(down.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually(Duration::from_secs(60), || async {
+        let r = http
+            .get(format!("{base}/api/crm/customers"))
+            .bearer_auth(&jane)
+            .send()
+            .await;
+        status_of(r).await == 200
+    })
+    .await;
+    assert_ne!(stack.pid_of("crm"), Some(crm));
+
+    stack.stop().await;
+}
+
+#[test]
+fn services_refuse_to_start_without_the_shared_secret_or_with_an_unknown_name() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_metatron"))
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("METATRON_SERVICES_SECRET")
+            .current_dir(Path::new(env!("CARGO_TARGET_TMPDIR")))
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&["serve", "--service", "crm"]);
+    assert!(err.contains("METATRON_SERVICES_SECRET"), "{err}");
+    let err = run(&["serve", "--service", "billing"]);
+    assert!(err.contains("unknown service `billing`"), "{err}");
+}
