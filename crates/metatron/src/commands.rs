@@ -237,9 +237,19 @@ pub async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(port, "gateway is ready");
     println!("Metatron gateway is running on http://localhost:{port}");
     let (stop, mut shutdown) = tokio::sync::watch::channel(false);
-    let mut server = tokio::spawn(gateway::serve(gateway, listener, async move {
+    // The web console is served at the front door as in all-in-one; its calls go through the
+    // gateway's own routing, in-process.
+    let proxy = gateway.router();
+    let router = console::router(
+        console::ApiClient::in_process(proxy.clone()),
+        console::ConsoleSettings::default(),
+    )
+    .merge(proxy);
+    let checks = gateway.spawn_health_checks();
+    let mut server = tokio::spawn(platform::http::serve(listener, router, async move {
         let _ = shutdown.changed().await;
     }));
+    let _checks = AbortOnDrop(checks);
     tokio::select! {
         result = &mut server => return result?.map_err(anyhow::Error::from),
         _ = shutdown_signal() => {}
@@ -482,4 +492,13 @@ pub async fn cdx_rebuild(
     .await;
     db.close().await;
     drift
+}
+
+/// Aborts a background task when dropped (when the function owning it returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -323,6 +323,12 @@ async fn the_distributed_stack_serves_like_all_in_one() {
     })
     .await;
 
+    // The web console is at the front door too, its pages built through the gateway.
+    let page = http.get(format!("{base}/")).send().await.expect("console");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("type=\"password\""), "{html}");
+
     // Server-sent events pass through the gateway as they happen.
     let mut stream = http
         .get(format!("{base}/api/cdx/stream?type=cdx.client.created"))
