@@ -77,7 +77,8 @@ d = json.loads(sys.argv[1])
 s = d["summary"]; p = d["latencyPercentiles"]
 ok = d.get("statusCodeDistribution", {})
 assert set(ok) <= {"200"}, f"non-200 answers: {ok}"
-print(f"{s[\"requestsPerSec\"]:.0f} {p[\"p50\"]*1000:.3f} {p[\"p99\"]*1000:.3f}")' "$json"
+rps, p50, p99 = s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000
+print(f"{rps:.0f} {p50:.3f} {p99:.3f}")' "$json"
 }
 
 log "all-in-one: metatron serve --demo"

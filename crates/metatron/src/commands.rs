@@ -198,7 +198,29 @@ pub(crate) async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tokio::select! { _ = ctrl_c => {}, _ = term => {}, _ = supervisor_gone() => {} }
+}
+
+/// The environment variable through which `metatron up` tells its children its process id.
+pub(crate) const SUPERVISOR_PID: &str = "UP_SUPERVISOR_PID";
+
+/// Resolves when the `metatron up` that started this process is gone (even killed with
+/// SIGKILL, when it cannot stop its children), so that no child outlives it; never for a
+/// process started otherwise.
+async fn supervisor_gone() {
+    let supervisor = std::env::var(SUPERVISOR_PID)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    let Some(supervisor) = supervisor else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if nix::unistd::getppid().as_raw() != supervisor {
+            tracing::warn!("metatron up is gone; stopping");
+            return;
+        }
+    }
 }
 
 /// `metatron serve --service NAME`: runs one process of the distributed topology, the

@@ -88,6 +88,10 @@ pub async fn up(settings: Settings, options: UpOptions) -> anyhow::Result<()> {
     let env = vec![
         ("METATRON_SERVICES_SECRET".to_string(), secret),
         ("METATRON_EVENTS_TRANSPORT".to_string(), "nats".to_string()),
+        (
+            crate::commands::SUPERVISOR_PID.to_string(),
+            std::process::id().to_string(),
+        ),
     ];
     for service in SERVICES.iter().map(|s| s.name).chain(["gateway"]) {
         let mut command = vec![exe.clone()];
