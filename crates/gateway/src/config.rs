@@ -25,7 +25,8 @@ pub enum Balance {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Upstreams per service: `/api/<service>/...` goes to one of `upstreams.<service>`
-    /// (base URLs such as `http://127.0.0.1:3003`). A service with no URL is not routed.
+    /// (base URLs such as `http://127.0.0.1:3003`). `metatron serve --service gateway` adds
+    /// the `[services] urls` entry of every service not listed; an empty list is not routed.
     pub upstreams: BTreeMap<String, Vec<String>>,
     /// How long connecting to an upstream may take; a refusing or unreachable upstream
     /// answers 503 within it.
@@ -71,13 +72,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let local = |port: u16| vec![format!("http://127.0.0.1:{port}")];
         Config {
-            upstreams: BTreeMap::from([
-                ("cdx".to_string(), local(3001)),
-                ("auth".to_string(), local(3003)),
-                ("crm".to_string(), local(3004)),
-            ]),
+            // Filled by the binary from `[services] urls` for every service not listed here.
+            upstreams: BTreeMap::new(),
             connect_timeout_ms: 1_000,
             request_timeout_ms: 30_000,
             route_timeouts_ms: BTreeMap::new(),

@@ -242,7 +242,7 @@ pub async fn serve_service(
 /// `[http] shutdown_grace_ms`.
 pub async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     let gateway = gateway::Gateway::new(
-        settings.gateway.clone(),
+        gateway_config(&settings),
         &settings.auth.issuer,
         &settings.auth.audience,
     )
@@ -287,6 +287,19 @@ pub async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `[gateway]` with, for every service it does not list, the service's `[services] urls`
+/// entry as its one upstream — so that moving a service is one setting.
+pub fn gateway_config(settings: &Settings) -> gateway::Config {
+    let mut config = settings.gateway.clone();
+    for (service, url) in &settings.services.urls {
+        config
+            .upstreams
+            .entry(service.clone())
+            .or_insert_with(|| vec![url.clone()]);
+    }
+    config
 }
 
 /// `metatron migrate`: applies every service's migrations.

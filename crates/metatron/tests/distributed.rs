@@ -53,10 +53,7 @@ async fn start() -> Stack {
     for (service, url) in &urls {
         config.push_str(&format!("{service} = \"{url}\"\n"));
     }
-    config.push_str("[gateway.upstreams]\n");
-    for (service, url) in &urls {
-        config.push_str(&format!("{service} = [\"{url}\"]\n"));
-    }
+    // No [gateway.upstreams]: the gateway routes to the [services] urls.
     for service in SERVICES {
         config.push_str(&format!(
             "[{service}.database]\nurl = \"{}\"\nmax_connections = 4\n",
