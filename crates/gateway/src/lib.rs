@@ -431,8 +431,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = gateway.router();
+    serve_router(&gateway, router, listener, shutdown).await
+}
+
+/// Like [`serve`], for a `router` built around [`Gateway::router`] (e.g. with pages of its
+/// own merged in): serves it and runs the gateway's health checks meanwhile.
+pub async fn serve_router(
+    gateway: &Gateway,
+    router: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let checks = gateway.spawn_health_checks();
-    let result = platform::http::serve(listener, gateway.router(), shutdown).await;
+    let result = platform::http::serve(listener, router, shutdown).await;
     checks.abort();
     result
 }

@@ -267,11 +267,12 @@ pub async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
         console::ConsoleSettings::default(),
     )
     .merge(proxy);
-    let checks = gateway.spawn_health_checks();
-    let mut server = tokio::spawn(platform::http::serve(listener, router, async move {
-        let _ = shutdown.changed().await;
-    }));
-    let _checks = AbortOnDrop(checks);
+    let mut server = tokio::spawn(async move {
+        gateway::serve_router(&gateway, router, listener, async move {
+            let _ = shutdown.changed().await;
+        })
+        .await
+    });
     tokio::select! {
         result = &mut server => return result?.map_err(anyhow::Error::from),
         _ = shutdown_signal() => {}
@@ -527,13 +528,4 @@ pub async fn cdx_rebuild(
     .await;
     db.close().await;
     drift
-}
-
-/// Aborts a background task when dropped (when the function owning it returns).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
