@@ -327,11 +327,13 @@ pub struct TenantMember {
     pub scope: TenantScope,
 }
 
+/// The tenant a request acts in, with the tenant as the replica knows it when it was looked
+/// up on the way (a tenant user naming no tenant is not looked up).
 async fn tenant_of(
     parts: &Parts,
     caller: &Caller,
     ctx: &AuthContext,
-) -> Result<TenantScope, ApiError> {
+) -> Result<(TenantScope, Option<TenantRef>), ApiError> {
     let named = parts
         .headers
         .get(X_TENANT)
@@ -342,17 +344,18 @@ async fn tenant_of(
         })
         .transpose()?;
     match (&caller.claims.tid, named) {
-        (Some(own), None) => Ok(TenantScope::for_system_task(own)),
+        (Some(own), None) => Ok((TenantScope::for_system_task(own), None)),
         (Some(own), Some(named)) => {
             // A tenant user may repeat their own tenant; naming another one is refused.
-            let resolved = ctx.tenants.resolve(named).await?;
-            match resolved {
-                Some(TenantRef { id, .. }) if &id == own => Ok(TenantScope::for_system_task(own)),
+            match ctx.tenants.resolve(named).await? {
+                Some(tenant) if &tenant.id == own => {
+                    Ok((TenantScope::for_system_task(own), Some(tenant)))
+                }
                 _ => Err(ApiError::forbidden("you can act only in your own tenant")),
             }
         }
         (None, Some(named)) => match ctx.tenants.resolve(named).await? {
-            Some(tenant) => Ok(TenantScope::for_system_task(&tenant.id)),
+            Some(tenant) => Ok((TenantScope::for_system_task(&tenant.id), Some(tenant))),
             None => Err(ApiError::not_found("tenant")),
         },
         (None, None) => Err(ApiError::bad_request(
@@ -372,12 +375,16 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let ctx = AuthContext::from_ref(state);
-        let scope = tenant_of(parts, &caller, &ctx).await?;
+        let (scope, known) = tenant_of(parts, &caller, &ctx).await?;
         // A suspended tenant's data is frozen in every service, whoever asks: its users'
         // sessions are revoked, and writes (by the superadmin, or a token still in flight
         // in another process) are refused until the tenant is resumed.
         if !parts.method.is_safe() {
-            if let Some(tenant) = ctx.tenants.resolve(scope.tenant_id()).await? {
+            let tenant = match known {
+                Some(tenant) => Some(tenant),
+                None => ctx.tenants.resolve(scope.tenant_id()).await?,
+            };
+            if let Some(tenant) = tenant {
                 if tenant.status == TenantStatus::Suspended {
                     return Err(ApiError::conflict(
                         "tenant_suspended",
