@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 use platform::testing::TestDatabases;
 use serde_json::{json, Value};
 
-/// How many times each scenario kills its process.
+/// How many times each scenario kills its process; the all-in-one server restarts in about
+/// a second, so it is killed more often. (`up` restarts a crashed service after a delay that
+/// doubles per crash.)
 const CRASHES: usize = 3;
+const ALL_IN_ONE_CRASHES: usize = 5;
 /// Concurrent writers of the storm, spread over the two tenants.
 const WRITERS: usize = 6;
 /// The tenants written to: the demo one and one the test creates.
@@ -447,13 +450,14 @@ impl Observed {
         Ok(observed)
     }
 
-    /// Whether the events caught up: as many distinct audit targets and counted records as
-    /// records (a precondition of the exact checks, not a check itself).
+    /// Whether the events caught up: at least as many distinct audit targets and counted
+    /// records as records. (Only the wait's condition: more would never come back down, so
+    /// the exact checks that follow report it at once.)
     fn caught_up(&self) -> Result<Records, String> {
         for (key, ids) in &self.records {
             let audited: BTreeSet<&String> = self.audited[key].iter().collect();
             let counted = self.counted[key];
-            if audited.len() != ids.len() || counted != ids.len() as u64 {
+            if audited.len() < ids.len() || counted < ids.len() as u64 {
                 return Err(format!(
                     "{key:?}: {} records, {} audited, {counted} counted",
                     ids.len(),
@@ -549,7 +553,7 @@ impl Scenario {
             assert_eq!(
                 observed.counted[key],
                 ids.len() as u64,
-                "{key:?}: aggregate"
+                "{key:?}: CDX's counter (left) against the CRM's records (right)"
             );
         }
         let acked: u64 = acknowledged.values().map(|ids| ids.len() as u64).sum();
@@ -642,7 +646,7 @@ async fn all_in_one_survives_sigkill_during_a_write_storm() {
 
     let mut server = Server::spawn(&config, &dbs.data_dir());
     let scenario = Scenario::begin(&base).await;
-    for round in 1..=CRASHES {
+    for round in 1..=ALL_IN_ONE_CRASHES {
         tokio::time::sleep(rng.millis(200, 1500)).await;
         server.crash_and_restart().await;
         scenario
