@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use platform::testing::TestDatabases;
 use serde_json::{json, Value};
 
+mod support;
+
+use support::{base_config, free_port, signal, Up};
+
 /// How many times each scenario kills its process; the all-in-one server restarts in about
 /// a second, so it is killed more often. (`up` restarts a crashed service after a delay that
 /// doubles per crash.)
@@ -32,7 +36,6 @@ const SUPERADMIN: (&str, &str) = ("test", "test123");
 /// What the CRM's demo seed creates in the demo tenant.
 const DEMO_CUSTOMERS: usize = 2;
 const DEMO_COMPANIES: usize = 1;
-const SERVICES: [&str; 3] = ["cdx", "auth", "crm"];
 
 /// SplitMix64: a few lines of seeded randomness for the kill moments.
 struct Rng(u64);
@@ -67,14 +70,6 @@ impl Rng {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// Polls `check` every 200 ms until it answers `Ok`, and answers its value; panics after
 /// `limit` with `what` and the last state `check` described.
 async fn settle<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
@@ -92,22 +87,6 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-}
-
-/// The part of a configuration file every scenario shares: cheap password hashing, one
-/// database per service on the suite's backend.
-fn base_config(dbs: &TestDatabases, port: u16) -> String {
-    let mut config = format!(
-        "port = {port}\nbind = \"127.0.0.1\"\nlog = \"warn\"\n\
-         [password]\nconcurrency = 2\nmemory_kib = 1024\niterations = 1\nparallelism = 1\n"
-    );
-    for service in SERVICES {
-        config.push_str(&format!(
-            "[{service}.database]\nurl = \"{}\"\nmax_connections = 4\n",
-            dbs.url(service)
-        ));
-    }
-    config
 }
 
 /// Runs the CLI against the scenario's configuration and data directory.
@@ -626,14 +605,6 @@ impl Server {
     }
 }
 
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
 #[tokio::test]
 async fn all_in_one_survives_sigkill_during_a_write_storm() {
     let mut rng = Rng::from_env("all-in-one");
@@ -659,111 +630,10 @@ async fn all_in_one_survives_sigkill_during_a_write_storm() {
     check_offline(&config, &dbs.data_dir());
 }
 
-/// `metatron up --demo` (distributed) with its own stream prefix; `nats_url` names the NATS
-/// server to use.
-struct Stack {
-    up: tokio::process::Child,
-    base: String,
-    config: PathBuf,
-    prefix: String,
-    nats_url: String,
-    dbs: TestDatabases,
-    _dir: tempfile::TempDir,
-}
-
-impl Stack {
-    async fn start(nats_url: &str) -> Stack {
-        let dbs = TestDatabases::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let gateway_port = free_port();
-        let prefix = format!("mtcrash{}", &platform::ids::new_id()[24..]);
-        let mut config = base_config(&dbs, gateway_port);
-        config.push_str(&format!(
-            "[events]\ntransport = \"nats\"\nnats_url = \"{nats_url}\"\nprefix = \"{prefix}\"\n\
-             poll_ms = 200\n\
-             [services]\nsecret = \"{}\"\n[gateway]\nconnect_timeout_ms = 500\n\
-             health_check_interval_ms = 200\n[services.urls]\n",
-            platform::ids::random_token(48)
-        ));
-        for service in SERVICES {
-            config.push_str(&format!(
-                "{service} = \"http://127.0.0.1:{}\"\n",
-                free_port()
-            ));
-        }
-        let path = dir.path().join("metatron.toml");
-        std::fs::write(&path, config).expect("config");
-        let up = tokio::process::Command::new(env!("CARGO_BIN_EXE_metatron"))
-            .arg("up")
-            .arg("--demo")
-            .arg("--config")
-            .arg(&path)
-            .arg("--data-dir")
-            .arg(dbs.data_dir())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("metatron up starts");
-        Stack {
-            up,
-            base: format!("http://127.0.0.1:{gateway_port}"),
-            config: path,
-            prefix,
-            nats_url: nats_url.to_string(),
-            dbs,
-            _dir: dir,
-        }
-    }
-
-    /// The pid of the process running `service` under this stack's `metatron up`.
-    fn pid_of(&self, service: &str) -> Option<u32> {
-        let config = self.config.to_string_lossy().to_string();
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .find_map(|entry| {
-                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-                let args: Vec<String> = cmdline
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).to_string())
-                    .collect();
-                let serves = args
-                    .windows(2)
-                    .any(|w| w[0] == "--service" && w[1] == service);
-                (serves && args.contains(&config)).then_some(pid)
-            })
-    }
-
-    /// Stops `up` gracefully and removes this stack's streams.
-    async fn stop(mut self) {
-        let pid = self.up.id().expect("pid");
-        signal(pid, "-TERM");
-        let exit = tokio::time::timeout(Duration::from_secs(60), self.up.wait())
-            .await
-            .expect("metatron up stops within a minute")
-            .expect("status");
-        assert!(exit.success(), "{exit}");
-        let settings = platform::events::nats::EventSettings {
-            nats_url: self.nats_url.clone(),
-            prefix: self.prefix.clone(),
-            ..Default::default()
-        };
-        if let Ok(nats) = platform::events::nats::Nats::connect(&settings).await {
-            for service in SERVICES {
-                let _ = nats.delete_stream(service).await;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn distributed_survives_sigkill_of_the_crm_process_during_a_write_storm() {
     let mut rng = Rng::from_env("distributed, crm killed");
-    let stack = Stack::start("nats://127.0.0.1:4222").await;
+    let stack = Up::start("nats://127.0.0.1:4222");
     let scenario = Scenario::begin(&stack.base).await;
     for round in 1..=CRASHES {
         tokio::time::sleep(rng.millis(200, 1500)).await;
@@ -879,7 +749,7 @@ impl Drop for NatsServer {
 async fn distributed_survives_sigkill_of_the_nats_server_during_a_write_storm() {
     let mut rng = Rng::from_env("distributed, NATS killed");
     let mut nats = NatsServer::start();
-    let stack = Stack::start(&nats.url()).await;
+    let stack = Up::start(&nats.url());
     let scenario = Scenario::begin(&stack.base).await;
     for round in 1..=CRASHES {
         tokio::time::sleep(rng.millis(200, 1500)).await;

@@ -4,88 +4,17 @@
 //! 127.0.0.1:4222 (`.ci/run` starts one), and everything is driven over HTTP through the
 //! gateway as a client would.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use platform::testing::TestDatabases;
 use serde_json::{json, Value};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+mod support;
 
-struct Stack {
-    up: tokio::process::Child,
-    base: String,
-    urls: Vec<(&'static str, String)>,
-    config: PathBuf,
-    prefix: String,
-    secret: String,
-    _dbs: TestDatabases,
-    _dir: tempfile::TempDir,
-}
+use support::{signal, Up};
 
-const SERVICES: [&str; 3] = ["cdx", "auth", "crm"];
-
-async fn start() -> Stack {
-    let dbs = TestDatabases::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gateway_port = free_port();
-    let urls: Vec<(&'static str, String)> = SERVICES
-        .iter()
-        .map(|s| (*s, format!("http://127.0.0.1:{}", free_port())))
-        .collect();
-    let prefix = format!("mtdist{}", &platform::ids::new_id()[24..]);
-    let secret = platform::ids::random_token(48);
-    let mut config = format!(
-        "port = {gateway_port}\nbind = \"127.0.0.1\"\nlog = \"warn\"\n\
-         [password]\nconcurrency = 2\nmemory_kib = 1024\niterations = 1\nparallelism = 1\n\
-         [events]\ntransport = \"nats\"\nprefix = \"{prefix}\"\npoll_ms = 200\n\
-         [services]\nsecret = \"{secret}\"\n[gateway]\nconnect_timeout_ms = 500\n\
-         health_check_interval_ms = 200\n"
-    );
-    config.push_str("[services.urls]\n");
-    for (service, url) in &urls {
-        config.push_str(&format!("{service} = \"{url}\"\n"));
-    }
-    // No [gateway.upstreams]: the gateway routes to the [services] urls.
-    for service in SERVICES {
-        config.push_str(&format!(
-            "[{service}.database]\nurl = \"{}\"\nmax_connections = 4\n",
-            dbs.url(service)
-        ));
-    }
-    let path = dir.path().join("metatron.toml");
-    std::fs::write(&path, config).expect("config");
-    let up = tokio::process::Command::new(env!("CARGO_BIN_EXE_metatron"))
-        .arg("up")
-        .arg("--demo")
-        .arg("--config")
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dbs.data_dir())
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("metatron up starts");
-    let stack = Stack {
-        up,
-        base: format!("http://127.0.0.1:{gateway_port}"),
-        urls,
-        config: path,
-        prefix,
-        secret,
-        _dbs: dbs,
-        _dir: dir,
-    };
+async fn start() -> Up {
+    let stack = Up::start(&platform::events::nats::EventSettings::default().nats_url);
     // Ready when a tenant user can log in through the gateway: every process is up and the
     // demo data has travelled from cdx to auth over NATS.
     eventually(Duration::from_secs(90), || async {
@@ -142,16 +71,7 @@ where
     }
 }
 
-impl Stack {
-    fn url(&self, service: &str) -> &str {
-        &self
-            .urls
-            .iter()
-            .find(|(s, _)| *s == service)
-            .expect("service")
-            .1
-    }
-
+impl Up {
     async fn login(&self, username: &str, password: &str) -> Option<String> {
         let response = reqwest::Client::new()
             .post(format!("{}/api/auth/login", self.base))
@@ -165,65 +85,6 @@ impl Stack {
         let body: Value = response.json().await.ok()?;
         body["access_token"].as_str().map(str::to_string)
     }
-
-    /// The pid of the process running `service` under this stack's `metatron up`.
-    fn pid_of(&self, service: &str) -> Option<i32> {
-        let config = self.config.to_string_lossy().to_string();
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .find_map(|entry| {
-                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-                let args: Vec<String> = cmdline
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).to_string())
-                    .collect();
-                let serves = args
-                    .windows(2)
-                    .any(|w| w[0] == "--service" && w[1] == service);
-                (serves && args.contains(&config)).then_some(pid)
-            })
-    }
-
-    async fn stop(mut self) {
-        let pid = self.up.id().expect("pid").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(60), self.up.wait())
-            .await
-            .expect("metatron up stops within a minute")
-            .expect("status");
-        assert!(exit.success(), "{exit}");
-        for service in SERVICES {
-            assert!(self.pid_of(service).is_none(), "{service} outlived up");
-        }
-        remove_streams(&self.prefix).await;
-    }
-}
-
-/// This test's JetStream streams, so that runs do not pile up on the server.
-async fn remove_streams(prefix: &str) {
-    let settings = platform::events::nats::EventSettings {
-        prefix: prefix.to_string(),
-        ..Default::default()
-    };
-    if let Ok(nats) = platform::events::nats::Nats::connect(&settings).await {
-        for service in SERVICES {
-            let _ = nats.delete_stream(service).await;
-        }
-    }
-}
-
-fn kill(pid: i32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
 
 async fn status_of(response: reqwest::Result<reqwest::Response>) -> u16 {
@@ -473,7 +334,7 @@ async fn the_distributed_stack_serves_like_all_in_one() {
         .await
         .expect("jane logs in");
     let crm = stack.pid_of("crm").expect("crm runs");
-    kill(crm, "-KILL");
+    signal(crm, "-KILL");
     let started = Instant::now();
     let down = http
         .get(format!("{base}/api/crm/customers"))
