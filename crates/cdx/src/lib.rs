@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "tenant_purges",
         sql: include_str!("../migrations/0103_tenant_purges.sql"),
     },
+    MigrationFile {
+        version: 104,
+        name: "login_ids",
+        sql: include_str!("../migrations/0104_login_ids.sql"),
+    },
 ];
 
 /// The CDX service.
@@ -222,17 +227,10 @@ impl Cdx {
     /// The consumer that keeps the aggregates (tenant summaries, platform overview) from
     /// every service's events; subscribe it to the bus.
     pub fn aggregates_consumer(&self) -> Arc<dyn EventHandler> {
-        Arc::new(aggregates::Aggregates::new(self.0.db.clone()))
-    }
-
-    /// Recomputes every aggregate by replaying the audit log and reports the counters that
-    /// differed (drift). With `apply` the recomputed aggregates replace the kept ones (also
-    /// the backfill after upgrading to a version with aggregates); else nothing changes.
-    pub async fn rebuild_aggregates(
-        &self,
-        apply: bool,
-    ) -> Result<Vec<aggregates::Drift>, ApiError> {
-        store::rebuild_aggregates(&self.0.db, apply).await
+        Arc::new(aggregates::Aggregates::new(
+            self.0.db.clone(),
+            self.0.feed.clone(),
+        ))
     }
 
     /// Chains the audit entries written before the hash chain existed (a one-time backfill
@@ -271,7 +269,7 @@ impl Cdx {
         &self.0.db
     }
 
-    /// The live feed of committed audit entries.
+    /// The live feed of committed audit entries and changed tenant summaries.
     pub(crate) fn feed(&self) -> &live::Feed {
         &self.0.feed
     }

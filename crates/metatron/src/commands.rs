@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -511,21 +512,62 @@ pub async fn audit_export(
     Ok(())
 }
 
-/// `metatron cdx rebuild`: recomputes CDX's aggregates by replaying the audit log (every
-/// service's events, in order) and reports the counters that drifted; with `apply` the
-/// recomputed aggregates replace the kept ones. Migrates the cdx database first.
+/// `metatron cdx rebuild`: recomputes CDX's aggregates from the facts the services compute
+/// from their own data and reports the counters that drifted; with `apply` the recomputed
+/// aggregates replace the kept ones. The services are asked over HTTP at their `[services]
+/// urls` (`remote`, the distributed topology) or read in this process from their databases
+/// (all-in-one). Migrates the cdx database first.
 pub async fn cdx_rebuild(
     settings: &Settings,
     apply: bool,
+    remote: bool,
 ) -> anyhow::Result<Vec<cdx::aggregates::Drift>> {
-    let db = open_cdx(settings).await?;
+    let mut opened = Vec::new();
+    let mut sources: cdx::aggregates::FactSources = Vec::new();
     let drift = async {
+        if remote {
+            let identity = crate::node::identity(settings, cdx::SERVICE.name)?;
+            for service in [auth::SERVICE.name, crm::SERVICE.name] {
+                let client = platform::remote::ServiceClient::new(
+                    service,
+                    settings.services.url(service).map_err(anyhow::Error::msg)?,
+                    identity.clone(),
+                    settings.services.call_timeout(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                sources.push((
+                    service.to_string(),
+                    Arc::new(platform::facts::RemoteFacts::new(service, client)),
+                ));
+            }
+        } else {
+            for (name, db_settings) in settings.service_databases() {
+                if name == cdx::SERVICE.name {
+                    continue;
+                }
+                let url = platform::db::database_url(name, db_settings, &settings.data_dir);
+                let db =
+                    platform::db::Db::connect_existing(name, &url, Some(2), &settings.database)
+                        .await?;
+                opened.push(db.clone());
+                let source: Arc<dyn platform::facts::ServiceFacts> = if name == auth::SERVICE.name {
+                    Arc::new(auth::AuthFacts::new(db))
+                } else {
+                    Arc::new(crm::CrmFacts::new(db))
+                };
+                sources.push((name.to_string(), source));
+            }
+        }
+        let db = open_cdx(settings).await?;
+        opened.push(db.clone());
         db.migrate(cdx::SERVICE.migrations).await?;
-        cdx::aggregates::rebuild(&db, apply)
+        cdx::aggregates::rebuild(&db, &sources, apply)
             .await
             .map_err(|e| anyhow::anyhow!("rebuilding the aggregates: {e}"))
     }
     .await;
-    db.close().await;
+    for db in opened {
+        db.close().await;
+    }
     drift
 }

@@ -71,7 +71,7 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// CDX's aggregates (opens the existing cdx database).
+    /// CDX's aggregates (opens the existing databases, or asks the services with --remote).
     Cdx {
         #[command(subcommand)]
         command: CdxCommand,
@@ -80,12 +80,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CdxCommand {
-    /// Recompute every aggregate from the events in the audit log and report the counters
-    /// that drifted; replaces them unless `--check` (which exits non-zero on drift).
+    /// Recompute every aggregate from the services' own data and report the counters that
+    /// drifted; replaces them unless `--check` (which exits non-zero on drift).
     Rebuild {
         /// Only report; change nothing.
         #[arg(long)]
         check: bool,
+        /// Ask the services over HTTP at their `[services] urls` (the distributed topology)
+        /// instead of reading their databases in this process.
+        #[arg(long)]
+        remote: bool,
         /// Print the drift as JSON.
         #[arg(long)]
         json: bool,
@@ -212,9 +216,14 @@ async fn main() -> anyhow::Result<()> {
             metatron::commands::audit_outcome(&report)
         }
         Command::Cdx {
-            command: CdxCommand::Rebuild { check, json },
+            command:
+                CdxCommand::Rebuild {
+                    check,
+                    remote,
+                    json,
+                },
         } => {
-            let drift = metatron::commands::cdx_rebuild(&settings, !check).await?;
+            let drift = metatron::commands::cdx_rebuild(&settings, !check, remote).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&drift)?);
             } else {

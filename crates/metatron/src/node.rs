@@ -65,11 +65,12 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// The shared secret of `[services]`, or why there is none.
-fn identity(settings: &Settings, service: &str) -> anyhow::Result<ServiceIdentity> {
+/// Service `service`'s identity from the shared secret of `[services]`, or why there is none.
+pub(crate) fn identity(settings: &Settings, service: &str) -> anyhow::Result<ServiceIdentity> {
     let secret = settings.services.secret.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
-            "`serve --service {service}` needs the secret shared by every service: set \
+            "calls between the services of the distributed topology (acting as {service}) need \
+             the secret shared by every service: set \
              [services] secret or METATRON_SERVICES_SECRET (at least {} bytes), the same in \
              every service process (`metatron up` creates one for you)",
             platform::identity::MIN_SECRET_BYTES

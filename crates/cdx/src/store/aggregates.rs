@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use platform::db::contains_pattern;
 use platform::db::Db;
-use platform::events::{Actor, Event};
+use platform::events::Event;
+use platform::facts::{TenantFacts, RECENT_LOGINS_MS};
 use platform::ids::Timestamp;
 use platform::ApiResult;
 use serde_json::Value;
@@ -15,11 +16,9 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use super::{tenant_from_row, Arg, Conditions, TenantFilter, TENANT_COLUMNS};
 use crate::aggregates::{
     DayActivity, Drift, Overview, OverviewTotals, PipelineValue, TenantCounters, TenantListItem,
-    TenantSort, TenantsByStatus,
+    TenantSort, TenantSummary, TenantsByStatus,
 };
 
-/// How long successful logins are kept for "logins in the last 24 h" (two days, in ms).
-const LOGIN_RETENTION_MS: i64 = 2 * 86_400_000;
 /// One day in milliseconds.
 const DAY_MS: i64 = 86_400_000;
 
@@ -69,17 +68,20 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
             apply_user(conn, tenant, event).await?;
         }
         "auth.login.succeeded" => {
+            // Keyed by the session the login opened, as auth's facts name it, so that a
+            // rebuild and a late event count the login once.
+            let login = data["session_id"].as_str().unwrap_or(&event.id);
             sqlx::query(
-                "INSERT INTO tenant_logins (event_id, tenant_id, at) VALUES ($1, $2, $3) \
+                "INSERT INTO tenant_logins (login_id, tenant_id, at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
             )
-            .bind(&event.id)
+            .bind(login)
             .bind(tenant)
             .bind(at)
             .execute(&mut *conn)
             .await?;
             sqlx::query("DELETE FROM tenant_logins WHERE at < $1")
-                .bind(Timestamp::now().millis() - LOGIN_RETENTION_MS)
+                .bind(Timestamp::now().millis() - RECENT_LOGINS_MS)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -379,6 +381,28 @@ pub async fn tenant_counters(
     })
 }
 
+/// The summary of the tenant with id or slug `key` at `now` (`None` for an unknown tenant).
+pub async fn tenant_summary(
+    pool: &AnyPool,
+    key: &str,
+    now: Timestamp,
+) -> ApiResult<Option<TenantSummary>> {
+    let Some(tenant) = super::tenant_by_key(pool, key).await? else {
+        return Ok(None);
+    };
+    let (counters, updated_at) = tenant_counters(pool, &tenant.id).await?;
+    Ok(Some(TenantSummary {
+        logins_24h: logins_since(pool, Some(&tenant.id), Timestamp(now.millis() - DAY_MS)).await?,
+        pipeline: pipeline(pool, Some(&tenant.id)).await?,
+        tenant_id: tenant.id,
+        slug: tenant.slug,
+        name: tenant.name,
+        status: tenant.status,
+        counters,
+        updated_at,
+    }))
+}
+
 /// Value of the open deals per currency (of one tenant, or of all), without zero amounts.
 pub async fn pipeline(pool: &AnyPool, tenant_id: Option<&str>) -> ApiResult<Vec<PipelineValue>> {
     let rows = match tenant_id {
@@ -580,39 +604,44 @@ pub async fn list_tenant_items(
 
 // Rebuild
 
-/// The aggregate tables, emptied by a rebuild.
-const AGGREGATE_TABLES: &[&str] = &[
-    "tenant_summary",
+/// The per-record tables a rebuild refills from the services' facts.
+const RECORD_TABLES: &[&str] = &[
     "tenant_pipeline",
     "tenant_deals",
     "tenant_users",
     "tenant_logins",
-    "activity_daily",
 ];
 
-/// Audit entries replayed per query.
-const REPLAY_PAGE: i64 = 1000;
+/// The counters of `tenant_summary` that the services' facts determine (the slots of
+/// services without facts are left as they are).
+const FACT_COUNTERS: &[&str] = &[
+    "users_total",
+    "users_active",
+    "customers",
+    "companies",
+    "open_deals",
+];
 
-/// Every counter of every tenant: `(tenant, counter)` → value; pipeline values as
-/// `pipeline.<currency>`.
-async fn snapshot(conn: &mut AnyConnection) -> sqlx::Result<BTreeMap<(String, String), i64>> {
+/// Every fact-backed counter of every tenant at `now`: `(tenant, counter)` → value; pipeline
+/// values as `pipeline.<currency>`, recent logins as `logins_24h`.
+async fn snapshot(
+    conn: &mut AnyConnection,
+    now: Timestamp,
+) -> sqlx::Result<BTreeMap<(String, String), i64>> {
     let mut out = BTreeMap::new();
-    let rows = sqlx::query(
-        "SELECT tenant_id, users_total, users_active, customers, companies, open_deals \
-         FROM tenant_summary",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT tenant_id, {} FROM tenant_summary",
+        FACT_COUNTERS.join(", ")
+    ))
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
         let tenant: String = row.try_get("tenant_id")?;
-        for counter in [
-            "users_total",
-            "users_active",
-            "customers",
-            "companies",
-            "open_deals",
-        ] {
-            out.insert((tenant.clone(), counter.to_string()), row.try_get(counter)?);
+        for counter in FACT_COUNTERS {
+            out.insert(
+                (tenant.clone(), counter.to_string()),
+                row.try_get(*counter)?,
+            );
         }
     }
     let rows = sqlx::query("SELECT tenant_id, currency, open_value FROM tenant_pipeline")
@@ -625,59 +654,120 @@ async fn snapshot(conn: &mut AnyConnection) -> sqlx::Result<BTreeMap<(String, St
             row.try_get("open_value")?,
         );
     }
+    let rows = sqlx::query(
+        "SELECT tenant_id, COUNT(*) AS n FROM tenant_logins WHERE at >= $1 GROUP BY tenant_id",
+    )
+    .bind(now.millis() - DAY_MS)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        out.insert(
+            (row.try_get("tenant_id")?, "logins_24h".to_string()),
+            row.try_get("n")?,
+        );
+    }
+    out.retain(|_, value| *value != 0);
     Ok(out)
 }
 
-/// Recomputes every aggregate by replaying the audit log (which holds every event of every
-/// service, in order) and reports where the kept counters differed. With `apply` the
-/// recomputed aggregates replace the kept ones, else nothing changes. Replayed events are
-/// marked as applied, so one the consumer has not seen yet is not counted twice.
+/// Writes one tenant's per-record state and counters as its facts say.
+async fn write_facts(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    facts: &TenantFacts,
+    now: Timestamp,
+) -> sqlx::Result<()> {
+    for user in &facts.users {
+        sqlx::query("INSERT INTO tenant_users (tenant_id, user_id, status) VALUES ($1, $2, $3)")
+            .bind(tenant)
+            .bind(&user.id)
+            .bind(&user.status)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let horizon = now.millis() - RECENT_LOGINS_MS;
+    for login in facts.logins.iter().filter(|l| l.at >= horizon) {
+        sqlx::query(
+            "INSERT INTO tenant_logins (login_id, tenant_id, at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&login.session_id)
+        .bind(tenant)
+        .bind(login.at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut pipeline: BTreeMap<&str, i64> = BTreeMap::new();
+    for deal in &facts.deals {
+        sqlx::query(
+            "INSERT INTO tenant_deals (tenant_id, deal_id, status, value, currency) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant)
+        .bind(&deal.id)
+        .bind(&deal.status)
+        .bind(deal.value)
+        .bind(&deal.currency)
+        .execute(&mut *conn)
+        .await?;
+        if deal.status == "open" {
+            *pipeline.entry(deal.currency.as_str()).or_default() += deal.value;
+        }
+    }
+    for (currency, open_value) in &pipeline {
+        add_pipeline(conn, tenant, currency, *open_value).await?;
+    }
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    ensure_summary(conn, tenant, now.millis()).await?;
+    sqlx::query(
+        "UPDATE tenant_summary SET users_total = $2, users_active = $3, customers = $4, \
+         companies = $5, open_deals = $6 WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(count(facts.users.len()))
+    .bind(count(
+        facts.users.iter().filter(|u| u.status == "active").count(),
+    ))
+    .bind(facts.customers)
+    .bind(facts.companies)
+    .bind(count(
+        facts.deals.iter().filter(|d| d.status == "open").count(),
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Recomputes the aggregates of every tenant from `facts` (the services' own data, per
+/// tenant; a tenant without facts has none of their records) and reports where the kept
+/// counters differed. With `apply` the recomputed aggregates replace the kept ones, else
+/// nothing changes. The activity per day is history from the audit trail and stays.
 #[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn rebuild_aggregates(db: &Db, apply: bool) -> ApiResult<Vec<Drift>> {
+pub async fn rebuild_aggregates(
+    db: &Db,
+    facts: &BTreeMap<String, TenantFacts>,
+    now: Timestamp,
+    apply: bool,
+) -> ApiResult<Vec<Drift>> {
     let mut tx = db.begin().await?;
-    let before = snapshot(&mut tx).await?;
-    for table in AGGREGATE_TABLES {
+    let before = snapshot(&mut tx, now).await?;
+    for table in RECORD_TABLES {
         sqlx::query(&format!("DELETE FROM {table}"))
             .execute(&mut *tx)
             .await?;
     }
-    let mut last = 0_i64;
-    loop {
-        let rows = sqlx::query(
-            "SELECT id, seq, occurred_at, tenant_id, action, target, detail FROM audit_log \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(last)
-        .bind(REPLAY_PAGE)
+    // Summaries of tenants that no longer exist go; the others keep their slots.
+    sqlx::query("DELETE FROM tenant_summary WHERE tenant_id NOT IN (SELECT id FROM tenants)")
+        .execute(&mut *tx)
+        .await?;
+    let tenants: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
         .fetch_all(&mut *tx)
         .await?;
-        let Some(end) = rows.last() else { break };
-        last = end.try_get("seq")?;
-        for row in &rows {
-            let detail: String = row.try_get("detail")?;
-            let event = Event {
-                id: row.try_get("id")?,
-                source: String::new(),
-                event_type: row.try_get("action")?,
-                tenant_id: row.try_get("tenant_id")?,
-                aggregate_id: row.try_get("target")?,
-                actor: Actor::default(),
-                occurred_at: Timestamp(row.try_get("occurred_at")?),
-                data: serde_json::from_str(&detail).unwrap_or(Value::Null),
-            };
-            apply_event(&mut tx, &event).await?;
-            sqlx::query(
-                "INSERT INTO processed_events (consumer, event_id, processed_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(crate::aggregates::CONSUMER)
-            .bind(&event.id)
-            .bind(Timestamp::now().millis())
-            .execute(&mut *tx)
-            .await?;
-        }
+    let none = TenantFacts::default();
+    for tenant in &tenants {
+        write_facts(&mut tx, tenant, facts.get(tenant).unwrap_or(&none), now).await?;
     }
-    let after = snapshot(&mut tx).await?;
+    let after = snapshot(&mut tx, now).await?;
     let mut drift = Vec::new();
     let keys: std::collections::BTreeSet<&(String, String)> =
         before.keys().chain(after.keys()).collect();
