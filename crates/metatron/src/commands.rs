@@ -446,6 +446,27 @@ pub async fn audit_verify(settings: &Settings) -> anyhow::Result<cdx::chain::Cha
     Ok(report?)
 }
 
+/// `metatron audit prune`: removes the audit entries older than `days` (else
+/// `[cdx.audit] retention_days`) up to a signed checkpoint. Migrates the cdx database first.
+pub async fn audit_prune(
+    settings: &Settings,
+    days: Option<u64>,
+) -> anyhow::Result<Option<cdx::chain::Pruned>> {
+    let days = days.unwrap_or(settings.cdx.audit.retention_days);
+    anyhow::ensure!(
+        days > 0,
+        "no retention: pass --days N or set [cdx.audit] retention_days"
+    );
+    let db = open_cdx(settings).await?;
+    let pruned = async {
+        db.migrate(cdx::SERVICE.migrations).await?;
+        Ok(cdx::chain::prune(&db, days).await?)
+    }
+    .await;
+    db.close().await;
+    pruned
+}
+
 /// Prints an `audit verify` report as text.
 pub fn print_audit_report(report: &cdx::chain::ChainReport) {
     println!(
@@ -453,6 +474,13 @@ pub fn print_audit_report(report: &cdx::chain::ChainReport) {
         report.entries, report.checkpoints
     );
     println!("head: entry {} hash {}", report.head_seq, report.head_hash);
+    if report.pruned_through > 0 {
+        println!(
+            "entries up to {} were pruned by the retention; the walk starts from the signed \
+             checkpoint there",
+            report.pruned_through
+        );
+    }
     for key in &report.keys {
         println!("checkpoint key {} (Ed25519 {})", key.id, key.public_key);
     }

@@ -66,7 +66,8 @@ enum Command {
     },
     /// Load the demo data (idempotent).
     SeedDemo,
-    /// Verify or export CDX's audit trail (opens the existing cdx database; never writes).
+    /// Verify, prune or export CDX's audit trail (opens the existing cdx database; only
+    /// `prune` writes).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -104,6 +105,15 @@ enum AuditCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove the entries older than the retention, up to a signed checkpoint that stays as
+    /// the chain's anchor (`audit verify` keeps working); the running platform does this
+    /// hourly with `[cdx.audit] retention_days`.
+    Prune {
+        /// Keep this many days (default: `[cdx.audit] retention_days`, which must then be
+        /// set).
+        #[arg(long)]
+        days: Option<u64>,
     },
     /// Write audit entries as JSON lines to standard output, in chain order.
     Export {
@@ -241,6 +251,18 @@ async fn main() -> anyhow::Result<()> {
             }
             if check && !drift.is_empty() {
                 anyhow::bail!("{} aggregate counter(s) drifted", drift.len());
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Prune { days },
+        } => {
+            match metatron::commands::audit_prune(&settings, days).await? {
+                Some(pruned) => println!(
+                    "pruned {} audit entries; the chain now starts after entry {}",
+                    pruned.entries, pruned.through_seq
+                ),
+                None => println!("nothing to prune: no signed checkpoint is old enough"),
             }
             Ok(())
         }

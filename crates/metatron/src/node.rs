@@ -239,7 +239,7 @@ impl Node {
         let mut tasks = vec![self.service.outbox.spawn_relay(self.settings.events.poll())];
         match &self.part {
             Part::Cdx(cdx) => {
-                tasks.push(cdx.spawn_audit_checkpoints());
+                tasks.push(cdx.spawn_audit_maintenance());
                 tasks.push(self.spawn_registry());
             }
             Part::Auth(auth) => tasks.push(auth.spawn_maintenance(Duration::from_secs(3600))),
