@@ -22,6 +22,17 @@ use crate::live::{Feed, LiveSummary};
 use crate::model::Tenant;
 use crate::store;
 
+/// Events of services without a release yet that fill the [`ServiceSlots`] of their tenant:
+/// a CMS content item was created (`data` unused).
+pub const CMS_ITEM_CREATED: &str = "cms.item.created";
+/// A CMS content item was deleted (`data` unused).
+pub const CMS_ITEM_DELETED: &str = "cms.item.deleted";
+/// The tenant's subscription changed; `data`: `plan` (string, `null` when it ended), `mrr`
+/// (integer, minor units per month) and `currency` (ISO 4217).
+pub const BILLING_SUBSCRIPTION_CHANGED: &str = "billing.subscription.changed";
+/// Analytics counted events of the tenant; `data`: `count` (integer, added).
+pub const ANALYTICS_EVENTS_COUNTED: &str = "analytics.events.counted";
+
 /// The consumer's name (its dedup key in `processed_events`).
 pub const CONSUMER: &str = "cdx.aggregates";
 
@@ -165,6 +176,40 @@ pub struct TenantCounters {
     pub open_deals: i64,
 }
 
+/// The slots that services without a release yet fill through their events: `null` (or
+/// empty) until the tenant's first such event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ServiceSlots {
+    /// CMS content items (`cms.item.created/deleted`).
+    pub content_items: Option<i64>,
+    /// The billing plan (`billing.subscription.changed`; `null` without a subscription).
+    pub plan: Option<String>,
+    /// Monthly recurring revenue per currency, minor units (`billing.subscription.changed`).
+    pub mrr: Vec<Revenue>,
+    /// Events counted by analytics (`analytics.events.counted`).
+    pub analytics_events: Option<i64>,
+}
+
+/// Monthly recurring revenue in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Revenue {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Minor units per month.
+    pub mrr: i64,
+}
+
+/// The summary columns of the tenant list: the counters and the slots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ListSummary {
+    /// The counters.
+    #[serde(flatten)]
+    pub counters: TenantCounters,
+    /// The slots.
+    #[serde(flatten)]
+    pub slots: ServiceSlots,
+}
+
 /// Value of the open deals in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PipelineValue {
@@ -192,6 +237,9 @@ pub struct TenantSummary {
     pub logins_24h: i64,
     /// Value of the open deals per currency (currencies with a non-zero value).
     pub pipeline: Vec<PipelineValue>,
+    /// What CMS, billing and analytics fill in.
+    #[serde(flatten)]
+    pub slots: ServiceSlots,
     /// When an event last changed the counters (`null` before any).
     pub updated_at: Option<Timestamp>,
 }
@@ -202,8 +250,8 @@ pub struct TenantListItem {
     /// The tenant.
     #[serde(flatten)]
     pub tenant: Tenant,
-    /// Its counters.
-    pub summary: TenantCounters,
+    /// Its counters and slots.
+    pub summary: ListSummary,
 }
 
 /// Tenants by lifecycle state.
@@ -225,6 +273,14 @@ pub struct OverviewTotals {
     pub logins_24h: i64,
     /// Value of the open deals per currency.
     pub pipeline: Vec<PipelineValue>,
+    /// CMS content items of all tenants (`null` before any CMS event).
+    pub content_items: Option<i64>,
+    /// Tenants per billing plan.
+    pub plans: BTreeMap<String, i64>,
+    /// Monthly recurring revenue per currency, minor units.
+    pub mrr: Vec<Revenue>,
+    /// Events counted by analytics (`null` before any analytics event).
+    pub analytics_events: Option<i64>,
 }
 
 /// Activity of one UTC day across the platform.
@@ -328,8 +384,8 @@ impl TenantSort {
             TenantSort::Id => store::SortValue::Text(item.tenant.id.clone()),
             TenantSort::Name(_) => store::SortValue::Text(item.tenant.name.clone()),
             TenantSort::Created(_) => store::SortValue::Int(item.tenant.created_at.millis()),
-            TenantSort::Customers(_) => store::SortValue::Int(item.summary.customers),
-            TenantSort::Users(_) => store::SortValue::Int(item.summary.users_total),
+            TenantSort::Customers(_) => store::SortValue::Int(item.summary.counters.customers),
+            TenantSort::Users(_) => store::SortValue::Int(item.summary.counters.users_total),
         }
     }
 }

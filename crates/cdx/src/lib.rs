@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "audit_retention",
         sql: include_str!("../migrations/0105_audit_retention.sql"),
     },
+    MigrationFile {
+        version: 106,
+        name: "service_slots",
+        sql: include_str!("../migrations/0106_service_slots.sql"),
+    },
 ];
 
 /// The CDX service.

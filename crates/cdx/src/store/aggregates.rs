@@ -15,8 +15,8 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::{tenant_from_row, Arg, Conditions, TenantFilter, TENANT_COLUMNS};
 use crate::aggregates::{
-    DayActivity, Drift, Overview, OverviewTotals, PipelineValue, TenantCounters, TenantListItem,
-    TenantSort, TenantSummary, TenantsByStatus,
+    DayActivity, Drift, ListSummary, Overview, OverviewTotals, PipelineValue, Revenue,
+    ServiceSlots, TenantCounters, TenantListItem, TenantSort, TenantSummary, TenantsByStatus,
 };
 
 /// One day in milliseconds.
@@ -100,6 +100,19 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
             )
             .await?;
         }
+        crate::aggregates::CMS_ITEM_CREATED => {
+            bump(conn, tenant, &[("content_items", 1)], at).await?;
+        }
+        crate::aggregates::CMS_ITEM_DELETED => {
+            bump(conn, tenant, &[("content_items", -1)], at).await?;
+        }
+        crate::aggregates::ANALYTICS_EVENTS_COUNTED => {
+            let count = data["count"].as_i64().unwrap_or(0);
+            bump(conn, tenant, &[("analytics_events", count)], at).await?;
+        }
+        crate::aggregates::BILLING_SUBSCRIPTION_CHANGED => {
+            apply_subscription(conn, tenant, data, at).await?;
+        }
         "crm.deal.created"
         | "crm.deal.updated"
         | "crm.deal.stage_changed"
@@ -174,15 +187,41 @@ async fn bump(
     at: i64,
 ) -> sqlx::Result<()> {
     ensure_summary(conn, tenant, at).await?;
+    // A slot is NULL until its service's first event: that event starts it from zero.
     let sets: Vec<String> = deltas
         .iter()
-        .map(|(column, delta)| format!("{column} = {column} + ({delta})"))
+        .map(|(column, delta)| format!("{column} = COALESCE({column}, 0) + ({delta})"))
         .collect();
     sqlx::query(&format!(
         "UPDATE tenant_summary SET {}, updated_at = $2 WHERE tenant_id = $1",
         sets.join(", ")
     ))
     .bind(tenant)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `billing.subscription.changed`: the tenant's plan and its revenue (`plan` `null`: no
+/// subscription, no revenue).
+async fn apply_subscription(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    data: &Value,
+    at: i64,
+) -> sqlx::Result<()> {
+    ensure_summary(conn, tenant, at).await?;
+    let plan = data["plan"].as_str();
+    let revenue = plan.and(data["mrr"].as_i64().zip(data["currency"].as_str()));
+    sqlx::query(
+        "UPDATE tenant_summary SET plan = $2, mrr = $3, mrr_currency = $4, updated_at = $5 \
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(plan)
+    .bind(revenue.map(|(mrr, _)| mrr))
+    .bind(revenue.map(|(_, currency)| currency.to_ascii_uppercase()))
     .bind(at)
     .execute(conn)
     .await?;
@@ -354,30 +393,54 @@ fn counters_from_row(row: &AnyRow) -> Result<TenantCounters, sqlx::Error> {
     })
 }
 
-/// The summary columns, named `s_*`, of the joined `tenant_summary s` (zero without a row).
+fn slots_from_row(row: &AnyRow) -> Result<ServiceSlots, sqlx::Error> {
+    let mrr: Option<i64> = row.try_get("s_mrr")?;
+    let currency: Option<String> = row.try_get("s_mrr_currency")?;
+    Ok(ServiceSlots {
+        content_items: row.try_get("s_content_items")?,
+        plan: row.try_get("s_plan")?,
+        mrr: mrr
+            .zip(currency)
+            .map(|(mrr, currency)| Revenue { currency, mrr })
+            .into_iter()
+            .collect(),
+        analytics_events: row.try_get("s_analytics_events")?,
+    })
+}
+
+/// The summary columns, named `s_*`, of the joined `tenant_summary s` (zero, or NULL for the
+/// slots, without a row).
 const COUNTER_COLUMNS: &str = "COALESCE(s.users_total, 0) AS s_users_total, \
      COALESCE(s.users_active, 0) AS s_users_active, COALESCE(s.customers, 0) AS s_customers, \
-     COALESCE(s.companies, 0) AS s_companies, COALESCE(s.open_deals, 0) AS s_open_deals";
+     COALESCE(s.companies, 0) AS s_companies, COALESCE(s.open_deals, 0) AS s_open_deals, \
+     s.content_items AS s_content_items, s.plan AS s_plan, s.mrr AS s_mrr, \
+     s.mrr_currency AS s_mrr_currency, s.analytics_events AS s_analytics_events";
 
-/// A tenant's counters and when they last changed (zero and `None` before any event).
+/// A tenant's counters and slots, and when they last changed (zero, empty and `None` before
+/// any event).
 pub async fn tenant_counters(
     pool: &AnyPool,
     tenant_id: &str,
-) -> ApiResult<(TenantCounters, Option<Timestamp>)> {
-    let row = sqlx::query(
-        "SELECT users_total AS s_users_total, users_active AS s_users_active, \
-         customers AS s_customers, companies AS s_companies, open_deals AS s_open_deals, \
-         updated_at FROM tenant_summary WHERE tenant_id = $1",
-    )
+) -> ApiResult<(ListSummary, Option<Timestamp>)> {
+    let row = sqlx::query(&format!(
+        "SELECT {COUNTER_COLUMNS}, s.updated_at FROM tenant_summary s WHERE s.tenant_id = $1"
+    ))
     .bind(tenant_id)
     .fetch_optional(pool)
     .await?;
     Ok(match row {
         Some(row) => (
-            counters_from_row(&row)?,
+            summary_from_row(&row)?,
             Some(Timestamp(row.try_get("updated_at")?)),
         ),
-        None => (TenantCounters::default(), None),
+        None => (ListSummary::default(), None),
+    })
+}
+
+fn summary_from_row(row: &AnyRow) -> Result<ListSummary, sqlx::Error> {
+    Ok(ListSummary {
+        counters: counters_from_row(row)?,
+        slots: slots_from_row(row)?,
     })
 }
 
@@ -390,7 +453,7 @@ pub async fn tenant_summary(
     let Some(tenant) = super::tenant_by_key(pool, key).await? else {
         return Ok(None);
     };
-    let (counters, updated_at) = tenant_counters(pool, &tenant.id).await?;
+    let (summary, updated_at) = tenant_counters(pool, &tenant.id).await?;
     Ok(Some(TenantSummary {
         logins_24h: logins_since(pool, Some(&tenant.id), Timestamp(now.millis() - DAY_MS)).await?,
         pipeline: pipeline(pool, Some(&tenant.id)).await?,
@@ -398,7 +461,8 @@ pub async fn tenant_summary(
         slug: tenant.slug,
         name: tenant.name,
         status: tenant.status,
-        counters,
+        counters: summary.counters,
+        slots: summary.slots,
         updated_at,
     }))
 }
@@ -490,6 +554,43 @@ pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Ov
     .fetch_one(pool)
     .await?;
     let counters = counters_from_row(&row)?;
+    // SUM of NULLs is NULL: a slot stays `null` until some tenant's service filled it.
+    let slot_totals = sqlx::query(
+        "SELECT CAST(SUM(s.content_items) AS BIGINT) AS content_items, \
+         CAST(SUM(s.analytics_events) AS BIGINT) AS analytics_events \
+         FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id",
+    )
+    .fetch_one(pool)
+    .await?;
+    let mut plans = BTreeMap::new();
+    let rows = sqlx::query(
+        "SELECT s.plan, COUNT(*) AS n FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id \
+         WHERE s.plan IS NOT NULL GROUP BY s.plan",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in &rows {
+        plans.insert(
+            row.try_get::<String, _>("plan")?,
+            row.try_get::<i64, _>("n")?,
+        );
+    }
+    let rows = sqlx::query(
+        "SELECT s.mrr_currency AS currency, CAST(SUM(s.mrr) AS BIGINT) AS mrr \
+         FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id \
+         WHERE s.mrr_currency IS NOT NULL GROUP BY s.mrr_currency ORDER BY s.mrr_currency",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mrr = rows
+        .iter()
+        .map(|row| -> Result<Revenue, sqlx::Error> {
+            Ok(Revenue {
+                currency: row.try_get("currency")?,
+                mrr: row.try_get("mrr")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let first_day = day_of(Timestamp(now.millis() - (days - 1) * DAY_MS));
     let rows = sqlx::query(
         "SELECT day, CAST(SUM(logins) AS BIGINT) AS logins, CAST(SUM(events) AS BIGINT) AS events \
@@ -521,6 +622,10 @@ pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Ov
             counters,
             logins_24h: logins_since(pool, None, Timestamp(now.millis() - DAY_MS)).await?,
             pipeline: pipeline(pool, None).await?,
+            content_items: slot_totals.try_get("content_items")?,
+            plans,
+            mrr,
+            analytics_events: slot_totals.try_get("analytics_events")?,
         },
         activity,
     })
@@ -596,7 +701,7 @@ pub async fn list_tenant_items(
         .map(|row| -> Result<TenantListItem, sqlx::Error> {
             Ok(TenantListItem {
                 tenant: tenant_from_row(row)?,
-                summary: counters_from_row(row)?,
+                summary: summary_from_row(row)?,
             })
         })
         .collect::<Result<_, _>>()?)

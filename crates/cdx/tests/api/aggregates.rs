@@ -364,3 +364,99 @@ async fn tenant_list_carries_summaries_and_sorts_with_stable_paging() {
     let bad = app.get("/api/cdx/tenants?sort=customers&cursor=YWJj").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
 }
+
+#[tokio::test]
+async fn cms_billing_and_analytics_events_fill_their_slots() {
+    let (app, agg, tenant, client_id) = setup().await;
+    app.bus.subscribe(agg);
+    let other = app.tenant("other", &client_id).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let s = summary(&app, &tenant).await;
+    assert_eq!(
+        (
+            &s["content_items"],
+            &s["plan"],
+            &s["mrr"],
+            &s["analytics_events"]
+        ),
+        (&Value::Null, &Value::Null, &json!([]), &Value::Null),
+        "empty slots before any event: {s}"
+    );
+
+    let publish = |source: &str, kind: &str, tenant: &str, data: Value| {
+        let e = event(source, kind, tenant, &new_id(), data);
+        let bus = app.bus.clone();
+        async move { bus.publish(&e).await.expect("delivered") }
+    };
+    for _ in 0..3 {
+        publish("cms", "cms.item.created", &tenant, json!({})).await;
+    }
+    publish("cms", "cms.item.deleted", &tenant, json!({})).await;
+    publish(
+        "billing",
+        "billing.subscription.changed",
+        &tenant,
+        json!({ "plan": "pro", "mrr": 4900, "currency": "eur" }),
+    )
+    .await;
+    publish(
+        "billing",
+        "billing.subscription.changed",
+        &other,
+        json!({ "plan": "starter", "mrr": 900, "currency": "EUR" }),
+    )
+    .await;
+    publish(
+        "analytics",
+        "analytics.events.counted",
+        &tenant,
+        json!({ "count": 1200 }),
+    )
+    .await;
+    publish(
+        "analytics",
+        "analytics.events.counted",
+        &tenant,
+        json!({ "count": 34 }),
+    )
+    .await;
+
+    let s = summary(&app, &tenant).await;
+    assert_eq!(s["content_items"], 2, "{s}");
+    assert_eq!(s["plan"], "pro");
+    assert_eq!(s["mrr"], json!([{ "currency": "EUR", "mrr": 4900 }]));
+    assert_eq!(s["analytics_events"], 1234);
+    assert_eq!(s["customers"], 0, "the other counters are untouched");
+
+    let list = app.get("/api/cdx/tenants?limit=10").await.body;
+    let item = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|t| t["id"] == tenant.as_str())
+        .expect("listed")
+        .clone();
+    assert_eq!(item["summary"]["content_items"], 2);
+    assert_eq!(item["summary"]["plan"], "pro");
+    assert_eq!(item["summary"]["mrr"], s["mrr"]);
+
+    let overview = app.get("/api/cdx/overview").await.body;
+    let totals = &overview["totals"];
+    assert_eq!(totals["content_items"], 2, "{overview}");
+    assert_eq!(totals["analytics_events"], 1234);
+    assert_eq!(totals["plans"], json!({ "pro": 1, "starter": 1 }));
+    assert_eq!(totals["mrr"], json!([{ "currency": "EUR", "mrr": 5800 }]));
+
+    // The subscription ends: no plan, no revenue.
+    publish(
+        "billing",
+        "billing.subscription.changed",
+        &tenant,
+        json!({ "plan": null }),
+    )
+    .await;
+    let s = summary(&app, &tenant).await;
+    assert_eq!((&s["plan"], &s["mrr"]), (&Value::Null, &json!([])), "{s}");
+}
