@@ -418,7 +418,7 @@ const COUNTER_COLUMNS: &str = "COALESCE(s.users_total, 0) AS s_users_total, \
 
 /// A tenant's counters and slots, and when they last changed (zero, empty and `None` before
 /// any event).
-pub async fn tenant_counters(
+async fn tenant_aggregates(
     pool: &AnyPool,
     tenant_id: &str,
 ) -> ApiResult<(ListSummary, Option<Timestamp>)> {
@@ -453,7 +453,7 @@ pub async fn tenant_summary(
     let Some(tenant) = super::tenant_by_key(pool, key).await? else {
         return Ok(None);
     };
-    let (summary, updated_at) = tenant_counters(pool, &tenant.id).await?;
+    let (summary, updated_at) = tenant_aggregates(pool, &tenant.id).await?;
     Ok(Some(TenantSummary {
         logins_24h: logins_since(pool, Some(&tenant.id), Timestamp(now.millis() - DAY_MS)).await?,
         pipeline: pipeline(pool, Some(&tenant.id)).await?,
