@@ -280,3 +280,71 @@ impl ServiceFacts for RemoteFacts {
         self.client.get(&path).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{DatabaseSettings, PoolDefaults};
+
+    /// A service whose facts are one customer per tenant of its replica.
+    struct OneCustomerEach(Db);
+
+    #[async_trait]
+    impl ServiceFacts for OneCustomerEach {
+        async fn facts(&self, after: Option<&str>, limit: i64) -> Result<FactsPage, ApiError> {
+            let mut page = PageBuilder::start(&self.0, after, limit).await?;
+            page.fill(
+                &self.0,
+                "SELECT id AS tenant_id FROM tenant_replica WHERE id BETWEEN $1 AND $2",
+                |facts, _| {
+                    facts.customers += 1;
+                    Ok(())
+                },
+            )
+            .await?;
+            Ok(page.finish())
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_cover_every_tenant_once_and_sources_merge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = crate::db::database_url("svc", &DatabaseSettings::default(), dir.path());
+        let db = Db::connect("svc", &url, None, &PoolDefaults::default())
+            .await
+            .expect("connect");
+        db.migrate(&[]).await.expect("migrate");
+        let tenants = 2 * DEFAULT_PAGE + 7;
+        for i in 0..tenants {
+            sqlx::query(
+                "INSERT INTO tenant_replica (id, slug, status, updated_at) \
+                 VALUES ($1, $2, 'active', 0)",
+            )
+            .bind(crate::ids::new_id())
+            .bind(format!("t{i}"))
+            .execute(db.writer())
+            .await
+            .expect("tenant");
+        }
+        let source = OneCustomerEach(db.clone());
+        let first = source.facts(None, 3).await.expect("page");
+        assert_eq!(first.tenants.len(), 3);
+        assert_eq!(
+            first.next.as_deref(),
+            Some(first.tenants[2].tenant_id.as_str())
+        );
+        let second = source.facts(first.next.as_deref(), 3).await.expect("page");
+        assert!(second.tenants[0].tenant_id > first.tenants[2].tenant_id);
+
+        let sources: Vec<(String, Arc<dyn ServiceFacts>)> = vec![
+            ("a".into(), Arc::new(OneCustomerEach(db.clone()))),
+            ("b".into(), Arc::new(OneCustomerEach(db.clone()))),
+        ];
+        let all = collect(&sources).await.expect("collect");
+        assert_eq!(i64::try_from(all.len()).expect("len"), tenants);
+        assert!(all.values().all(|facts| facts.customers == 2));
+        db.close().await;
+    }
+}
