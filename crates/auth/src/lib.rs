@@ -6,6 +6,7 @@
 
 pub mod api;
 mod events;
+mod facts;
 pub mod keys;
 mod login;
 pub mod model;
@@ -29,6 +30,7 @@ use platform::tenants::TenantReplica;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 
+pub use facts::AuthFacts;
 pub use login::{LoginRequest, Principal, TokenResponse};
 pub use users::{NewUser, UserView};
 
@@ -201,6 +203,11 @@ impl Auth {
     /// (`/internal/auth/...`), for callers holding a service token of `identity`'s secret.
     pub fn internal_router(&self, identity: platform::identity::ServiceIdentity) -> axum::Router {
         api::internal::router(self.clone(), identity)
+    }
+
+    /// The facts CDX's aggregates are checked against, read from this service's database.
+    pub fn facts(&self) -> AuthFacts {
+        AuthFacts::new(self.0.db.clone())
     }
 
     /// Sessions revoked recently enough for their access tokens to be alive, with the time

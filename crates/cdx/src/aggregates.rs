@@ -1,11 +1,14 @@
-//! Read models of every tenant and of the platform, built from the services' events only
-//! (CDX never reads another service's database): users (total, active), logins in the last
-//! 24 h, customers, companies, open deals and their value per currency, and activity per day.
+//! Read models of every tenant and of the platform, kept from the services' events (CDX
+//! never reads another service's database): users (total, active), logins in the last 24 h,
+//! customers, companies, open deals and their value per currency, and activity per day.
 //!
 //! The [`Aggregates`] consumer applies each event exactly once in effect: the dedup row
 //! (`processed_events`) is written in the same transaction as the counters it moves.
+//! [`rebuild`] checks and repairs them against the facts each service computes from its own
+//! data ([`platform::facts`]); the activity per day is history, kept from the events only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use platform::db::Db;
@@ -13,23 +16,84 @@ use platform::events::{begin_once, Event, EventHandler, HandlerError};
 use platform::ids::Timestamp;
 use platform::tenants::TenantStatus;
 use serde::Serialize;
+use tokio::sync::Mutex;
 
+use crate::live::{Feed, LiveSummary};
 use crate::model::Tenant;
 use crate::store;
+
+/// Events of services without a release yet that fill the [`ServiceSlots`] of their tenant:
+/// a CMS content item was created (`data` unused).
+pub const CMS_ITEM_CREATED: &str = "cms.item.created";
+/// A CMS content item was deleted (`data` unused).
+pub const CMS_ITEM_DELETED: &str = "cms.item.deleted";
+/// The tenant's subscription changed; `data`: `plan` (string, `null` when it ended), `mrr`
+/// (integer, minor units per month) and `currency` (ISO 4217).
+pub const BILLING_SUBSCRIPTION_CHANGED: &str = "billing.subscription.changed";
+/// Analytics counted events of the tenant; `data`: `count` (integer, added).
+pub const ANALYTICS_EVENTS_COUNTED: &str = "analytics.events.counted";
 
 /// The consumer's name (its dedup key in `processed_events`).
 pub const CONSUMER: &str = "cdx.aggregates";
 
-/// Keeps the aggregates current from every service's events.
+/// Keeps the aggregates current from every service's events, and hands the summaries they
+/// change to the live feed.
 #[derive(Debug, Clone)]
-pub struct Aggregates {
+pub(crate) struct Aggregates {
     db: Db,
+    feed: Feed,
+    /// The last summary sent per tenant (without `updated_at`), so that only changes go out;
+    /// emptied while no stream listens.
+    sent: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Aggregates {
-    /// The consumer writing into CDX's database `db`.
-    pub fn new(db: Db) -> Self {
-        Aggregates { db }
+    /// The consumer writing into CDX's database `db` and announcing on `feed`.
+    pub(crate) fn new(db: Db, feed: Feed) -> Self {
+        Aggregates {
+            db,
+            feed,
+            sent: Arc::default(),
+        }
+    }
+
+    /// Publishes the summaries of `tenants` that differ from the last ones sent.
+    async fn announce(&self, tenants: BTreeSet<String>) {
+        if !self.feed.listened() {
+            self.sent.lock().await.clear();
+            return;
+        }
+        let mut changed = Vec::new();
+        let mut sent = self.sent.lock().await;
+        for tenant in tenants {
+            let summary =
+                match store::tenant_summary(self.db.reader(), &tenant, Timestamp::now()).await {
+                    Ok(Some(summary)) => summary,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a changed tenant summary failed");
+                        continue;
+                    }
+                };
+            let state = TenantSummary {
+                updated_at: None,
+                ..summary.clone()
+            };
+            let (Ok(state), Ok(json)) = (
+                serde_json::to_string(&state),
+                serde_json::to_string(&summary),
+            ) else {
+                continue;
+            };
+            if sent.get(&tenant) != Some(&state) {
+                sent.insert(tenant.clone(), state);
+                changed.push(LiveSummary {
+                    tenant_id: tenant,
+                    json,
+                });
+            }
+        }
+        self.feed.publish_summaries(changed);
     }
 }
 
@@ -50,11 +114,14 @@ impl EventHandler for Aggregates {
         };
         store::apply_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.announce(event.tenant_id.iter().cloned().collect())
+            .await;
         Ok(())
     }
 
     async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
         let mut tx = self.db.begin().await?;
+        let mut touched = BTreeSet::new();
         for event in events {
             let fresh = sqlx::query(
                 "INSERT INTO processed_events (consumer, event_id, processed_at) \
@@ -68,18 +135,30 @@ impl EventHandler for Aggregates {
             .rows_affected();
             if fresh > 0 {
                 store::apply_event(&mut tx, event).await?;
+                touched.extend(event.tenant_id.iter().cloned());
             }
         }
         tx.commit().await?;
+        self.announce(touched).await;
         Ok(())
     }
 }
 
-/// Recomputes every aggregate in CDX's database `db` by replaying the audit log and reports
-/// the counters that differed; with `apply` the recomputed ones replace them (see
-/// [`crate::Cdx::rebuild_aggregates`]).
-pub async fn rebuild(db: &Db, apply: bool) -> Result<Vec<Drift>, platform::ApiError> {
-    store::rebuild_aggregates(db, apply).await
+/// The services asked for their facts, by name.
+pub type FactSources = Vec<(String, Arc<dyn platform::facts::ServiceFacts>)>;
+
+/// Recomputes every aggregate in CDX's database `db` from the facts of `sources` and reports
+/// the counters that differed; with `apply` the recomputed ones replace them, else nothing
+/// changes. Events still on their way when the facts are read may be counted twice in
+/// customers and companies (users, deals and logins are keyed and count once): check again
+/// once the services are quiet.
+pub async fn rebuild(
+    db: &Db,
+    sources: &FactSources,
+    apply: bool,
+) -> Result<Vec<Drift>, platform::ApiError> {
+    let facts = platform::facts::collect(sources).await?;
+    store::rebuild_aggregates(db, &facts, Timestamp::now(), apply).await
 }
 
 /// A tenant's counters (zero before its first event).
@@ -95,6 +174,40 @@ pub struct TenantCounters {
     pub companies: i64,
     /// CRM deals in an open stage.
     pub open_deals: i64,
+}
+
+/// The slots that services without a release yet fill through their events: `null` (or
+/// empty) until the tenant's first such event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ServiceSlots {
+    /// CMS content items (`cms.item.created/deleted`).
+    pub content_items: Option<i64>,
+    /// The billing plan (`billing.subscription.changed`; `null` without a subscription).
+    pub plan: Option<String>,
+    /// Monthly recurring revenue per currency, minor units (`billing.subscription.changed`).
+    pub mrr: Vec<Revenue>,
+    /// Events counted by analytics (`analytics.events.counted`).
+    pub analytics_events: Option<i64>,
+}
+
+/// Monthly recurring revenue in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Revenue {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Minor units per month.
+    pub mrr: i64,
+}
+
+/// The summary columns of the tenant list: the counters and the slots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ListSummary {
+    /// The counters.
+    #[serde(flatten)]
+    pub counters: TenantCounters,
+    /// The slots.
+    #[serde(flatten)]
+    pub slots: ServiceSlots,
 }
 
 /// Value of the open deals in one currency.
@@ -124,6 +237,9 @@ pub struct TenantSummary {
     pub logins_24h: i64,
     /// Value of the open deals per currency (currencies with a non-zero value).
     pub pipeline: Vec<PipelineValue>,
+    /// What CMS, billing and analytics fill in.
+    #[serde(flatten)]
+    pub slots: ServiceSlots,
     /// When an event last changed the counters (`null` before any).
     pub updated_at: Option<Timestamp>,
 }
@@ -134,8 +250,8 @@ pub struct TenantListItem {
     /// The tenant.
     #[serde(flatten)]
     pub tenant: Tenant,
-    /// Its counters.
-    pub summary: TenantCounters,
+    /// Its counters and slots.
+    pub summary: ListSummary,
 }
 
 /// Tenants by lifecycle state.
@@ -157,6 +273,14 @@ pub struct OverviewTotals {
     pub logins_24h: i64,
     /// Value of the open deals per currency.
     pub pipeline: Vec<PipelineValue>,
+    /// CMS content items of all tenants (`null` before any CMS event).
+    pub content_items: Option<i64>,
+    /// Tenants per billing plan.
+    pub plans: BTreeMap<String, i64>,
+    /// Monthly recurring revenue per currency, minor units.
+    pub mrr: Vec<Revenue>,
+    /// Events counted by analytics (`null` before any analytics event).
+    pub analytics_events: Option<i64>,
 }
 
 /// Activity of one UTC day across the platform.
@@ -181,17 +305,17 @@ pub struct Overview {
     pub activity: Vec<DayActivity>,
 }
 
-/// A counter whose kept value differs from the one recomputed from the events.
+/// A counter whose kept value differs from the one recomputed from the services' facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Drift {
     /// The tenant.
     pub tenant_id: String,
-    /// `users_total`, `users_active`, `customers`, `companies`, `open_deals` or
-    /// `pipeline.<currency>`.
+    /// `users_total`, `users_active`, `customers`, `companies`, `open_deals`, `logins_24h`
+    /// or `pipeline.<currency>`.
     pub counter: String,
     /// The value the aggregates held.
     pub kept: i64,
-    /// The value recomputed from the events.
+    /// The value recomputed from the services' facts.
     pub recomputed: i64,
 }
 
@@ -260,8 +384,8 @@ impl TenantSort {
             TenantSort::Id => store::SortValue::Text(item.tenant.id.clone()),
             TenantSort::Name(_) => store::SortValue::Text(item.tenant.name.clone()),
             TenantSort::Created(_) => store::SortValue::Int(item.tenant.created_at.millis()),
-            TenantSort::Customers(_) => store::SortValue::Int(item.summary.customers),
-            TenantSort::Users(_) => store::SortValue::Int(item.summary.users_total),
+            TenantSort::Customers(_) => store::SortValue::Int(item.summary.counters.customers),
+            TenantSort::Users(_) => store::SortValue::Int(item.summary.counters.users_total),
         }
     }
 }

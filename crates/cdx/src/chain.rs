@@ -9,6 +9,10 @@
 //!
 //! [`verify`] walks the whole chain in `seq` order, recomputes every hash, checks every
 //! checkpoint signature and the recorded head, and names the first broken entry.
+//!
+//! With a retention policy, the oldest entries are removed up to a signed checkpoint
+//! ([`crate::store::prune_audit`]); the head records that anchor (`pruned_seq`,
+//! `pruned_hash`) and the walk starts from it, once its checkpoint's signature verifies.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::AuditEntry;
 use crate::store;
+pub use crate::store::Pruned;
 
 /// The `prev_hash` of entry 1.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -179,6 +184,9 @@ pub struct ChainReport {
     pub head_seq: i64,
     /// Hash of the last entry.
     pub head_hash: String,
+    /// Entries up to this position were removed by the retention policy (0: none); the walk
+    /// starts after it, anchored by the signed checkpoint at this position.
+    pub pruned_through: i64,
     /// The keys that sign checkpoints.
     pub keys: Vec<CheckpointKey>,
     /// The first break, when not valid.
@@ -200,6 +208,7 @@ pub async fn verify(db: &Db) -> Result<ChainReport, sqlx::Error> {
         checkpoints: 0,
         head_seq: 0,
         head_hash: GENESIS.to_string(),
+        pruned_through: 0,
         keys: keys
             .iter()
             .map(|(id, public_key)| CheckpointKey {
@@ -232,8 +241,28 @@ pub async fn verify(db: &Db) -> Result<ChainReport, sqlx::Error> {
             return Ok(report);
         }
     }
-    let mut last = 0_i64;
-    let mut prev = GENESIS.to_string();
+    let mut last = head.pruned_seq;
+    let mut prev = head.pruned_hash.clone();
+    if last > 0 {
+        // The removed part is vouched for by the signed checkpoint at the anchor alone.
+        // Checkpoints below it are leftovers of a prune that committed after they were read.
+        while cps.next_if(|cp| cp.seq < last).is_some() {}
+        let problem = match cps.next_if(|cp| cp.seq == last) {
+            Some(cp) if cp.hash == prev => checkpoint_problem(&keys, cp),
+            _ => Some(format!(
+                "entries up to {last} were pruned, but no signed checkpoint covers that \
+                 position with the recorded hash"
+            )),
+        };
+        if let Some(reason) = problem {
+            broken(&mut report, Some(last), None, reason);
+            return Ok(report);
+        }
+        report.checkpoints += 1;
+        report.pruned_through = last;
+        report.head_seq = last;
+        report.head_hash = prev.clone();
+    }
     loop {
         let rows = store::chain_page(pool, last, PAGE).await?;
         if rows.is_empty() {
@@ -283,23 +312,7 @@ pub async fn verify(db: &Db) -> Result<ChainReport, sqlx::Error> {
                 } else if cp.hash != computed {
                     Some(format!("checkpoint {} does not match the chain", cp.seq))
                 } else {
-                    match keys.get(&cp.key_id) {
-                        None => Some(format!(
-                            "checkpoint {} is signed by unknown key {}",
-                            cp.seq, cp.key_id
-                        )),
-                        Some(public_key)
-                            if !checkpoint_signature_valid(
-                                public_key,
-                                cp.seq,
-                                &cp.hash,
-                                &cp.signature,
-                            ) =>
-                        {
-                            Some(format!("checkpoint {} has an invalid signature", cp.seq))
-                        }
-                        Some(_) => None,
-                    }
+                    checkpoint_problem(&keys, cp)
                 };
                 if let Some(reason) = problem {
                     broken(&mut report, Some(fields.seq), Some(&fields.id), reason);
@@ -373,6 +386,31 @@ pub async fn verify(db: &Db) -> Result<ChainReport, sqlx::Error> {
     }
     report.valid = true;
     Ok(report)
+}
+
+/// What is wrong with a checkpoint's signature, if anything.
+fn checkpoint_problem(keys: &BTreeMap<String, String>, cp: &store::Checkpoint) -> Option<String> {
+    match keys.get(&cp.key_id) {
+        None => Some(format!(
+            "checkpoint {} is signed by unknown key {}",
+            cp.seq, cp.key_id
+        )),
+        Some(public_key)
+            if !checkpoint_signature_valid(public_key, cp.seq, &cp.hash, &cp.signature) =>
+        {
+            Some(format!("checkpoint {} has an invalid signature", cp.seq))
+        }
+        Some(_) => None,
+    }
+}
+
+/// Removes the entries of `db` older than `retention_days` days, up to the newest signed
+/// checkpoint among them, which becomes the chain's anchor; `None` when no checkpoint is old
+/// enough (nothing is removed).
+pub async fn prune(db: &Db, retention_days: u64) -> Result<Option<Pruned>, sqlx::Error> {
+    let secs = i64::try_from(retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+    let before = Timestamp::now().plus_secs(-secs);
+    store::prune_audit(db, before).await
 }
 
 /// Hands every audit entry of `tenant_id` (all when `None`) that occurred in `[from, to)` to

@@ -62,6 +62,21 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "tenant_purges",
         sql: include_str!("../migrations/0103_tenant_purges.sql"),
     },
+    MigrationFile {
+        version: 104,
+        name: "login_ids",
+        sql: include_str!("../migrations/0104_login_ids.sql"),
+    },
+    MigrationFile {
+        version: 105,
+        name: "audit_retention",
+        sql: include_str!("../migrations/0105_audit_retention.sql"),
+    },
+    MigrationFile {
+        version: 106,
+        name: "service_slots",
+        sql: include_str!("../migrations/0106_service_slots.sql"),
+    },
 ];
 
 /// The CDX service.
@@ -94,6 +109,9 @@ pub struct AuditSettings {
     pub stream_buffer: usize,
     /// Live streams open at once; more answer 503.
     pub max_streams: usize,
+    /// Entries older than this many days are removed (up to a signed checkpoint, which
+    /// stays as the chain's anchor); 0 keeps them forever.
+    pub retention_days: u64,
 }
 
 impl Default for AuditSettings {
@@ -103,9 +121,13 @@ impl Default for AuditSettings {
             checkpoint_interval_secs: 60,
             stream_buffer: 1024,
             max_streams: 100,
+            retention_days: 0,
         }
     }
 }
+
+/// How often the retention prunes the audit log.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn feed_of(audit: &AuditSettings) -> live::Feed {
     live::Feed::new(audit.stream_buffer, audit.max_streams)
@@ -222,17 +244,10 @@ impl Cdx {
     /// The consumer that keeps the aggregates (tenant summaries, platform overview) from
     /// every service's events; subscribe it to the bus.
     pub fn aggregates_consumer(&self) -> Arc<dyn EventHandler> {
-        Arc::new(aggregates::Aggregates::new(self.0.db.clone()))
-    }
-
-    /// Recomputes every aggregate by replaying the audit log and reports the counters that
-    /// differed (drift). With `apply` the recomputed aggregates replace the kept ones (also
-    /// the backfill after upgrading to a version with aggregates); else nothing changes.
-    pub async fn rebuild_aggregates(
-        &self,
-        apply: bool,
-    ) -> Result<Vec<aggregates::Drift>, ApiError> {
-        store::rebuild_aggregates(&self.0.db, apply).await
+        Arc::new(aggregates::Aggregates::new(
+            self.0.db.clone(),
+            self.0.feed.clone(),
+        ))
     }
 
     /// Chains the audit entries written before the hash chain existed (a one-time backfill
@@ -248,15 +263,32 @@ impl Cdx {
     }
 
     /// Signs a checkpoint of the audit chain every `checkpoint_interval_secs` while entries
-    /// arrive; abort the handle to stop.
-    pub fn spawn_audit_checkpoints(&self) -> tokio::task::JoinHandle<()> {
+    /// arrive and, with a `retention_days`, prunes the entries past it every hour; abort the
+    /// handle to stop.
+    pub fn spawn_audit_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let cdx = self.clone();
         let every = std::time::Duration::from_secs(self.0.audit.checkpoint_interval_secs.max(1));
+        let retention = self.0.audit.retention_days;
         tokio::spawn(async move {
+            let mut pruned_at: Option<tokio::time::Instant> = None;
             loop {
                 tokio::time::sleep(every).await;
                 if let Err(e) = cdx.checkpoint_audit().await {
                     tracing::warn!(error = %e, "signing an audit checkpoint failed");
+                }
+                let due = pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+                if retention == 0 || !due {
+                    continue;
+                }
+                pruned_at = Some(tokio::time::Instant::now());
+                match chain::prune(&cdx.0.db, retention).await {
+                    Ok(Some(pruned)) => tracing::info!(
+                        entries = pruned.entries,
+                        through_seq = pruned.through_seq,
+                        "pruned audit entries past the retention"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
                 }
             }
         })
@@ -271,7 +303,7 @@ impl Cdx {
         &self.0.db
     }
 
-    /// The live feed of committed audit entries.
+    /// The live feed of committed audit entries and changed tenant summaries.
     pub(crate) fn feed(&self) -> &live::Feed {
         &self.0.feed
     }

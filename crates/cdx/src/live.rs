@@ -1,10 +1,11 @@
-//! The live feed of committed audit entries: a bounded broadcast channel that the audit
-//! consumer fills after each transaction commits, and that the SSE streams
-//! (`/api/cdx/stream`, `/api/cdx/tenant-stream`) read.
+//! The live feed of committed audit entries and changed tenant summaries: a bounded
+//! broadcast channel that the audit and aggregates consumers fill after each transaction
+//! commits, and that the SSE streams (`/api/cdx/stream`, `/api/cdx/tenant-stream`) read.
 //!
-//! One message per committed batch, entries in `seq` order; the consumer publishes under a
-//! lock held from before its transaction until after the send, so messages arrive in commit
-//! (and therefore `seq`) order. Sending never waits: a receiver that falls more than the
+//! One message per committed audit batch, entries in `seq` order; the audit consumer
+//! publishes under a lock held from before its transaction until after the send, so those
+//! messages arrive in commit (and therefore `seq`) order. Summaries carry no position: they
+//! are the current state of a tenant's aggregates, not entries of the trail. Sending never waits: a receiver that falls more than the
 //! channel's capacity behind loses messages and is told so (`Lagged`), which the stream turns
 //! into its final `dropped` event.
 
@@ -38,8 +39,29 @@ impl LiveEntry {
     }
 }
 
-/// The entries of one committed transaction, in `seq` order.
-pub(crate) type Batch = Arc<Vec<LiveEntry>>;
+/// The event name of a changed tenant summary on the stream (and in its `type` filter).
+pub(crate) const SUMMARY_EVENT: &str = "tenant.summary";
+
+/// A tenant's aggregates after a change, encoded once for every stream.
+#[derive(Debug)]
+pub(crate) struct LiveSummary {
+    /// The tenant.
+    pub(crate) tenant_id: String,
+    /// The summary as `GET /api/cdx/tenants/{id}/summary` returns it (JSON).
+    pub(crate) json: String,
+}
+
+/// One message of the feed.
+#[derive(Debug)]
+pub(crate) enum Live {
+    /// The entries of one committed transaction, in `seq` order.
+    Entries(Vec<LiveEntry>),
+    /// Tenant summaries changed by one committed transaction.
+    Summaries(Vec<LiveSummary>),
+}
+
+/// A message as every stream receives it.
+pub(crate) type Batch = Arc<Live>;
 
 /// Which entries a stream wants.
 #[derive(Debug, Clone, Default)]
@@ -92,12 +114,25 @@ impl Feed {
 
     /// Hands committed entries to every open stream; never waits.
     pub(crate) fn publish(&self, entries: &[AuditEntry]) {
-        if entries.is_empty() || self.tx.receiver_count() == 0 {
+        if entries.is_empty() || !self.listened() {
             return;
         }
         let batch: Vec<LiveEntry> = entries.iter().filter_map(LiveEntry::new).collect();
         // No receiver is not an error: nobody is listening.
-        let _ = self.tx.send(Arc::new(batch));
+        let _ = self.tx.send(Arc::new(Live::Entries(batch)));
+    }
+
+    /// Hands changed tenant summaries to every open stream; never waits.
+    pub(crate) fn publish_summaries(&self, summaries: Vec<LiveSummary>) {
+        if summaries.is_empty() {
+            return;
+        }
+        let _ = self.tx.send(Arc::new(Live::Summaries(summaries)));
+    }
+
+    /// Whether any stream is open (else there is nothing to prepare for it).
+    pub(crate) fn listened(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
     /// A receiver of everything published from now on.

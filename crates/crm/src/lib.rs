@@ -9,6 +9,7 @@
 
 mod api;
 pub mod events;
+mod facts;
 mod import;
 pub mod model;
 mod store;
@@ -26,6 +27,8 @@ use platform::service::ServiceInfo;
 use platform::tenants::TenantReplica;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
+
+pub use facts::CrmFacts;
 
 /// The CRM's migrations (versions from 100; the kernel's own come first).
 pub const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
@@ -121,6 +124,11 @@ impl Crm {
     /// (`/internal/crm/...`), for callers holding a service token of `identity`'s secret.
     pub fn internal_router(&self, identity: platform::identity::ServiceIdentity) -> Router {
         api::internal::router(self.clone(), identity)
+    }
+
+    /// The facts CDX's aggregates are checked against, read from this service's database.
+    pub fn facts(&self) -> CrmFacts {
+        CrmFacts::new(self.0.db.clone())
     }
 
     /// The consumers to subscribe to the bus: the tenant replica (for `X-Tenant`) and the

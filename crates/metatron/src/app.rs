@@ -221,7 +221,7 @@ impl App {
             .collect();
         tasks.push(self.auth.spawn_maintenance(Duration::from_secs(3600)));
         tasks.push(self.spawn_health_recorder(Duration::from_secs(30)));
-        tasks.push(self.cdx.spawn_audit_checkpoints());
+        tasks.push(self.cdx.spawn_audit_maintenance());
         tasks
     }
 

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -445,6 +446,27 @@ pub async fn audit_verify(settings: &Settings) -> anyhow::Result<cdx::chain::Cha
     Ok(report?)
 }
 
+/// `metatron audit prune`: removes the audit entries older than `days` (else
+/// `[cdx.audit] retention_days`) up to a signed checkpoint. Migrates the cdx database first.
+pub async fn audit_prune(
+    settings: &Settings,
+    days: Option<u64>,
+) -> anyhow::Result<Option<cdx::chain::Pruned>> {
+    let days = days.unwrap_or(settings.cdx.audit.retention_days);
+    anyhow::ensure!(
+        days > 0,
+        "no retention: pass --days N or set [cdx.audit] retention_days"
+    );
+    let db = open_cdx(settings).await?;
+    let pruned = async {
+        db.migrate(cdx::SERVICE.migrations).await?;
+        Ok(cdx::chain::prune(&db, days).await?)
+    }
+    .await;
+    db.close().await;
+    pruned
+}
+
 /// Prints an `audit verify` report as text.
 pub fn print_audit_report(report: &cdx::chain::ChainReport) {
     println!(
@@ -452,6 +474,13 @@ pub fn print_audit_report(report: &cdx::chain::ChainReport) {
         report.entries, report.checkpoints
     );
     println!("head: entry {} hash {}", report.head_seq, report.head_hash);
+    if report.pruned_through > 0 {
+        println!(
+            "entries up to {} were pruned by the retention; the walk starts from the signed \
+             checkpoint there",
+            report.pruned_through
+        );
+    }
     for key in &report.keys {
         println!("checkpoint key {} (Ed25519 {})", key.id, key.public_key);
     }
@@ -511,21 +540,62 @@ pub async fn audit_export(
     Ok(())
 }
 
-/// `metatron cdx rebuild`: recomputes CDX's aggregates by replaying the audit log (every
-/// service's events, in order) and reports the counters that drifted; with `apply` the
-/// recomputed aggregates replace the kept ones. Migrates the cdx database first.
+/// `metatron cdx rebuild`: recomputes CDX's aggregates from the facts the services compute
+/// from their own data and reports the counters that drifted; with `apply` the recomputed
+/// aggregates replace the kept ones. The services are asked over HTTP at their `[services]
+/// urls` (`remote`, the distributed topology) or read in this process from their databases
+/// (all-in-one). Migrates the cdx database first.
 pub async fn cdx_rebuild(
     settings: &Settings,
     apply: bool,
+    remote: bool,
 ) -> anyhow::Result<Vec<cdx::aggregates::Drift>> {
-    let db = open_cdx(settings).await?;
+    let mut opened = Vec::new();
+    let mut sources: cdx::aggregates::FactSources = Vec::new();
     let drift = async {
+        if remote {
+            let identity = crate::node::identity(settings, cdx::SERVICE.name)?;
+            for service in [auth::SERVICE.name, crm::SERVICE.name] {
+                let client = platform::remote::ServiceClient::new(
+                    service,
+                    settings.services.url(service).map_err(anyhow::Error::msg)?,
+                    identity.clone(),
+                    settings.services.call_timeout(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                sources.push((
+                    service.to_string(),
+                    Arc::new(platform::facts::RemoteFacts::new(service, client)),
+                ));
+            }
+        } else {
+            for (name, db_settings) in settings.service_databases() {
+                if name == cdx::SERVICE.name {
+                    continue;
+                }
+                let url = platform::db::database_url(name, db_settings, &settings.data_dir);
+                let db =
+                    platform::db::Db::connect_existing(name, &url, Some(2), &settings.database)
+                        .await?;
+                opened.push(db.clone());
+                let source: Arc<dyn platform::facts::ServiceFacts> = if name == auth::SERVICE.name {
+                    Arc::new(auth::AuthFacts::new(db))
+                } else {
+                    Arc::new(crm::CrmFacts::new(db))
+                };
+                sources.push((name.to_string(), source));
+            }
+        }
+        let db = open_cdx(settings).await?;
+        opened.push(db.clone());
         db.migrate(cdx::SERVICE.migrations).await?;
-        cdx::aggregates::rebuild(&db, apply)
+        cdx::aggregates::rebuild(&db, &sources, apply)
             .await
             .map_err(|e| anyhow::anyhow!("rebuilding the aggregates: {e}"))
     }
     .await;
-    db.close().await;
+    for db in opened {
+        db.close().await;
+    }
     drift
 }

@@ -66,12 +66,13 @@ enum Command {
     },
     /// Load the demo data (idempotent).
     SeedDemo,
-    /// Verify or export CDX's audit trail (opens the existing cdx database; never writes).
+    /// Verify, prune or export CDX's audit trail (opens the existing cdx database; only
+    /// `prune` writes).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// CDX's aggregates (opens the existing cdx database).
+    /// CDX's aggregates (opens the existing databases, or asks the services with --remote).
     Cdx {
         #[command(subcommand)]
         command: CdxCommand,
@@ -80,12 +81,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CdxCommand {
-    /// Recompute every aggregate from the events in the audit log and report the counters
-    /// that drifted; replaces them unless `--check` (which exits non-zero on drift).
+    /// Recompute every aggregate from the services' own data and report the counters that
+    /// drifted; replaces them unless `--check` (which exits non-zero on drift).
     Rebuild {
         /// Only report; change nothing.
         #[arg(long)]
         check: bool,
+        /// Ask the services over HTTP at their `[services] urls` (the distributed topology)
+        /// instead of reading their databases in this process.
+        #[arg(long)]
+        remote: bool,
         /// Print the drift as JSON.
         #[arg(long)]
         json: bool,
@@ -100,6 +105,15 @@ enum AuditCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove the entries older than the retention, up to a signed checkpoint that stays as
+    /// the chain's anchor (`audit verify` keeps working); the running platform does this
+    /// hourly with `[cdx.audit] retention_days`.
+    Prune {
+        /// Keep this many days (default: `[cdx.audit] retention_days`, which must then be
+        /// set).
+        #[arg(long)]
+        days: Option<u64>,
     },
     /// Write audit entries as JSON lines to standard output, in chain order.
     Export {
@@ -212,9 +226,14 @@ async fn main() -> anyhow::Result<()> {
             metatron::commands::audit_outcome(&report)
         }
         Command::Cdx {
-            command: CdxCommand::Rebuild { check, json },
+            command:
+                CdxCommand::Rebuild {
+                    check,
+                    remote,
+                    json,
+                },
         } => {
-            let drift = metatron::commands::cdx_rebuild(&settings, !check).await?;
+            let drift = metatron::commands::cdx_rebuild(&settings, !check, remote).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&drift)?);
             } else {
@@ -232,6 +251,18 @@ async fn main() -> anyhow::Result<()> {
             }
             if check && !drift.is_empty() {
                 anyhow::bail!("{} aggregate counter(s) drifted", drift.len());
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Prune { days },
+        } => {
+            match metatron::commands::audit_prune(&settings, days).await? {
+                Some(pruned) => println!(
+                    "pruned {} audit entries; the chain now starts after entry {}",
+                    pruned.entries, pruned.through_seq
+                ),
+                None => println!("nothing to prune: no signed checkpoint is old enough"),
             }
             Ok(())
         }

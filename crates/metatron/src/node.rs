@@ -65,11 +65,12 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// The shared secret of `[services]`, or why there is none.
-fn identity(settings: &Settings, service: &str) -> anyhow::Result<ServiceIdentity> {
+/// Service `service`'s identity from the shared secret of `[services]`, or why there is none.
+pub(crate) fn identity(settings: &Settings, service: &str) -> anyhow::Result<ServiceIdentity> {
     let secret = settings.services.secret.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
-            "`serve --service {service}` needs the secret shared by every service: set \
+            "calls between the services of the distributed topology (acting as {service}) need \
+             the secret shared by every service: set \
              [services] secret or METATRON_SERVICES_SECRET (at least {} bytes), the same in \
              every service process (`metatron up` creates one for you)",
             platform::identity::MIN_SECRET_BYTES
@@ -238,7 +239,7 @@ impl Node {
         let mut tasks = vec![self.service.outbox.spawn_relay(self.settings.events.poll())];
         match &self.part {
             Part::Cdx(cdx) => {
-                tasks.push(cdx.spawn_audit_checkpoints());
+                tasks.push(cdx.spawn_audit_maintenance());
                 tasks.push(self.spawn_registry());
             }
             Part::Auth(auth) => tasks.push(auth.spawn_maintenance(Duration::from_secs(3600))),

@@ -239,6 +239,24 @@ async fn the_distributed_stack_serves_like_all_in_one() {
         .as_array()
         .is_some_and(|users| users.len() == 2));
 
+    // `cdx rebuild --remote` reads the facts of auth and the CRM over HTTP with the service
+    // credential: CDX's aggregates equal them (once the events in flight have arrived).
+    let facts = format!("{}/internal/crm/facts", stack.url("crm"));
+    assert_eq!(status_of(http.get(&facts).send().await).await, 401);
+    eventually(Duration::from_secs(30), || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_metatron"))
+            .args(["cdx", "rebuild", "--check", "--remote", "--config"])
+            .arg(&stack.config)
+            .arg("--data-dir")
+            .arg(stack._dbs.data_dir())
+            .output()
+            .await
+            .expect("metatron runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        out.status.success() && text.contains("0 counter(s) drifted")
+    })
+    .await;
+
     // Deleting a tenant purges it in every process.
     let deleted = http
         .delete(format!("{base}/api/cdx/tenants/far-away?confirm=far-away"))

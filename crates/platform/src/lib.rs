@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod facts;
 pub mod group;
 pub mod http;
 pub mod identity;

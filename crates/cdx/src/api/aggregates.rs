@@ -34,22 +34,10 @@ pub(super) async fn summary(
     _: Superadmin,
     Path(id): Path<String>,
 ) -> Result<Json<TenantSummary>, ApiError> {
-    let pool = cdx.db().reader();
-    let tenant = store::tenant_by_key(pool, &id)
+    store::tenant_summary(cdx.db().reader(), &id, Timestamp::now())
         .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))?;
-    let (counters, updated_at) = store::tenant_counters(pool, &tenant.id).await?;
-    let since = Timestamp::now().plus_secs(-86_400);
-    Ok(Json(TenantSummary {
-        logins_24h: store::logins_since(pool, Some(&tenant.id), since).await?,
-        pipeline: store::pipeline(pool, Some(&tenant.id)).await?,
-        tenant_id: tenant.id,
-        slug: tenant.slug,
-        name: tenant.name,
-        status: tenant.status,
-        counters,
-        updated_at,
-    }))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
 /// The platform overview: tenants by status, totals across tenants, activity per day for

@@ -42,6 +42,8 @@ pub(crate) fn router() -> Router<CdxState> {
         tenants::CreatedTenant, tenants::AdminSetup, crate::store::PurgeStatus,
         crate::store::PurgeStep,
         crate::aggregates::TenantListItem, crate::aggregates::TenantCounters,
+        crate::aggregates::ListSummary, crate::aggregates::ServiceSlots,
+        crate::aggregates::Revenue,
         crate::aggregates::TenantSummary, crate::aggregates::PipelineValue,
         crate::aggregates::Overview, crate::aggregates::OverviewTotals,
         crate::aggregates::TenantsByStatus, crate::aggregates::DayActivity,

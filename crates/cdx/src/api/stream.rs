@@ -3,6 +3,11 @@
 //! (`/api/cdx/tenant-stream`).
 //!
 //! Each entry is one event: `id: <seq>`, `event: <action>`, `data: <the entry as JSON>`.
+//! The superadmin's stream also carries `event: tenant.summary` with a tenant's summary (as
+//! `GET /api/cdx/tenants/{id}/summary` returns it) whenever events change its aggregates.
+//! Summaries are state, not entries of the trail: they carry no `id` (so `Last-Event-ID`
+//! stays the last entry's seq) and are never replayed; a resuming client reads the current
+//! summaries once and then follows the changes.
 //! A client resuming with `Last-Event-ID` (or `?after=`) first gets the stored entries after
 //! that position, read in `seq` order from the database, then the live ones, with neither
 //! gaps nor repeats: the stream subscribes to the live feed before it reads the backlog and
@@ -35,7 +40,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::live::{Batch, LiveFilter};
+use crate::live::{Batch, Live, LiveFilter, SUMMARY_EVENT};
 use crate::model::ActionFilter;
 use crate::store::{self, AuditFilter};
 use crate::CdxState;
@@ -86,13 +91,13 @@ pub(super) struct TenantStreamParams {
 }
 
 /// Every audit entry as it is committed, as Server-Sent Events (`id` = seq, `event` =
-/// action, `data` = the entry as `GET /api/cdx/audit` returns it); resumes after
-/// `Last-Event-ID`.
+/// action, `data` = the entry as `GET /api/cdx/audit` returns it), and every changed tenant
+/// summary (`event` = `tenant.summary`, no `id`); resumes after `Last-Event-ID`.
 #[utoipa::path(get, path = "/api/cdx/stream", tag = "cdx", security(("bearer" = [])),
     params(StreamParams,
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq")),
     responses((status = 200, content_type = "text/event-stream", body = String,
-            description = "One event per audit entry"),
+            description = "One event per audit entry and per changed tenant summary"),
         (status = 400), (status = 401), (status = 403), (status = 503)))]
 #[tracing::instrument(skip_all)]
 pub(super) async fn stream(
@@ -106,7 +111,7 @@ pub(super) async fn stream(
         action: action(params.kind.as_deref())?,
     };
     let after = resume_point(&headers, params.after)?;
-    open(&cdx, filter, after, &caller)
+    open(&cdx, filter, after, &caller, true)
 }
 
 /// The caller's own tenant's audit entries as they are committed (tenant admins, and the
@@ -130,7 +135,7 @@ pub(super) async fn tenant_stream(
         action: action(params.kind.as_deref())?,
     };
     let after = resume_point(&headers, params.after)?;
-    open(&cdx, filter, after, &admin.caller)
+    open(&cdx, filter, after, &admin.caller, false)
 }
 
 fn action(value: Option<&str>) -> Result<Option<ActionFilter>, ApiError> {
@@ -166,12 +171,14 @@ fn resume_point(headers: &HeaderMap, after: Option<i64>) -> Result<Option<i64>, 
 }
 
 /// Opens a stream: admits it, subscribes to the live feed (before any replay reads the
-/// database), and answers with the event stream.
+/// database), and answers with the event stream; with `summaries` it carries changed tenant
+/// summaries too.
 fn open(
     cdx: &CdxState,
     filter: LiveFilter,
     after: Option<i64>,
     caller: &Caller,
+    summaries: bool,
 ) -> Result<Response, ApiError> {
     let Some(permit) = cdx.feed().admit() else {
         return Err(ApiError::new(
@@ -184,6 +191,7 @@ fn open(
     let state = Streamer {
         cdx: cdx.clone(),
         filter,
+        summaries,
         rx,
         last: after.unwrap_or(0),
         replaying: after.is_some(),
@@ -217,6 +225,8 @@ fn token_deadline(exp: i64) -> tokio::time::Instant {
 struct Streamer {
     cdx: CdxState,
     filter: LiveFilter,
+    /// Whether changed tenant summaries are sent too.
+    summaries: bool,
     rx: Receiver<Batch>,
     /// The last position sent (or the resume point): nothing at or below it is sent again.
     last: i64,
@@ -354,18 +364,35 @@ impl Streamer {
                 if self.revoked() {
                     return;
                 }
-                for entry in batch.iter() {
-                    if entry.seq <= self.last {
-                        continue;
+                match batch.as_ref() {
+                    Live::Entries(entries) => {
+                        for entry in entries {
+                            if entry.seq <= self.last {
+                                continue;
+                            }
+                            self.last = entry.seq;
+                            if self
+                                .filter
+                                .matches(entry.tenant_id.as_deref(), &entry.action)
+                            {
+                                self.pending.push_back(entry_event(
+                                    entry.seq,
+                                    &entry.action,
+                                    &entry.json,
+                                ));
+                            }
+                        }
                     }
-                    self.last = entry.seq;
-                    if self
-                        .filter
-                        .matches(entry.tenant_id.as_deref(), &entry.action)
-                    {
-                        self.pending
-                            .push_back(entry_event(entry.seq, &entry.action, &entry.json));
+                    Live::Summaries(summaries) if self.summaries => {
+                        for summary in summaries {
+                            if self.filter.matches(Some(&summary.tenant_id), SUMMARY_EVENT) {
+                                self.pending.push_back(
+                                    Event::default().event(SUMMARY_EVENT).data(&summary.json),
+                                );
+                            }
+                        }
                     }
+                    Live::Summaries(_) => {}
                 }
             }
             Err(RecvError::Lagged(_))

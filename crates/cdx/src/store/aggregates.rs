@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use platform::db::contains_pattern;
 use platform::db::Db;
-use platform::events::{Actor, Event};
+use platform::events::Event;
+use platform::facts::{TenantFacts, RECENT_LOGINS_MS};
 use platform::ids::Timestamp;
 use platform::ApiResult;
 use serde_json::Value;
@@ -14,12 +15,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::{tenant_from_row, Arg, Conditions, TenantFilter, TENANT_COLUMNS};
 use crate::aggregates::{
-    DayActivity, Drift, Overview, OverviewTotals, PipelineValue, TenantCounters, TenantListItem,
-    TenantSort, TenantsByStatus,
+    DayActivity, Drift, ListSummary, Overview, OverviewTotals, PipelineValue, Revenue,
+    ServiceSlots, TenantCounters, TenantListItem, TenantSort, TenantSummary, TenantsByStatus,
 };
 
-/// How long successful logins are kept for "logins in the last 24 h" (two days, in ms).
-const LOGIN_RETENTION_MS: i64 = 2 * 86_400_000;
 /// One day in milliseconds.
 const DAY_MS: i64 = 86_400_000;
 
@@ -69,17 +68,20 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
             apply_user(conn, tenant, event).await?;
         }
         "auth.login.succeeded" => {
+            // Keyed by the session the login opened, as auth's facts name it, so that a
+            // rebuild and a late event count the login once.
+            let login = data["session_id"].as_str().unwrap_or(&event.id);
             sqlx::query(
-                "INSERT INTO tenant_logins (event_id, tenant_id, at) VALUES ($1, $2, $3) \
+                "INSERT INTO tenant_logins (login_id, tenant_id, at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
             )
-            .bind(&event.id)
+            .bind(login)
             .bind(tenant)
             .bind(at)
             .execute(&mut *conn)
             .await?;
             sqlx::query("DELETE FROM tenant_logins WHERE at < $1")
-                .bind(Timestamp::now().millis() - LOGIN_RETENTION_MS)
+                .bind(Timestamp::now().millis() - RECENT_LOGINS_MS)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -97,6 +99,19 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
                 at,
             )
             .await?;
+        }
+        crate::aggregates::CMS_ITEM_CREATED => {
+            bump(conn, tenant, &[("content_items", 1)], at).await?;
+        }
+        crate::aggregates::CMS_ITEM_DELETED => {
+            bump(conn, tenant, &[("content_items", -1)], at).await?;
+        }
+        crate::aggregates::ANALYTICS_EVENTS_COUNTED => {
+            let count = data["count"].as_i64().unwrap_or(0);
+            bump(conn, tenant, &[("analytics_events", count)], at).await?;
+        }
+        crate::aggregates::BILLING_SUBSCRIPTION_CHANGED => {
+            apply_subscription(conn, tenant, data, at).await?;
         }
         "crm.deal.created"
         | "crm.deal.updated"
@@ -172,15 +187,41 @@ async fn bump(
     at: i64,
 ) -> sqlx::Result<()> {
     ensure_summary(conn, tenant, at).await?;
+    // A slot is NULL until its service's first event: that event starts it from zero.
     let sets: Vec<String> = deltas
         .iter()
-        .map(|(column, delta)| format!("{column} = {column} + ({delta})"))
+        .map(|(column, delta)| format!("{column} = COALESCE({column}, 0) + ({delta})"))
         .collect();
     sqlx::query(&format!(
         "UPDATE tenant_summary SET {}, updated_at = $2 WHERE tenant_id = $1",
         sets.join(", ")
     ))
     .bind(tenant)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `billing.subscription.changed`: the tenant's plan and its revenue (`plan` `null`: no
+/// subscription, no revenue).
+async fn apply_subscription(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    data: &Value,
+    at: i64,
+) -> sqlx::Result<()> {
+    ensure_summary(conn, tenant, at).await?;
+    let plan = data["plan"].as_str();
+    let revenue = plan.and(data["mrr"].as_i64().zip(data["currency"].as_str()));
+    sqlx::query(
+        "UPDATE tenant_summary SET plan = $2, mrr = $3, mrr_currency = $4, updated_at = $5 \
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(plan)
+    .bind(revenue.map(|(mrr, _)| mrr))
+    .bind(revenue.map(|(_, currency)| currency.to_ascii_uppercase()))
     .bind(at)
     .execute(conn)
     .await?;
@@ -352,31 +393,78 @@ fn counters_from_row(row: &AnyRow) -> Result<TenantCounters, sqlx::Error> {
     })
 }
 
-/// The summary columns, named `s_*`, of the joined `tenant_summary s` (zero without a row).
+fn slots_from_row(row: &AnyRow) -> Result<ServiceSlots, sqlx::Error> {
+    let mrr: Option<i64> = row.try_get("s_mrr")?;
+    let currency: Option<String> = row.try_get("s_mrr_currency")?;
+    Ok(ServiceSlots {
+        content_items: row.try_get("s_content_items")?,
+        plan: row.try_get("s_plan")?,
+        mrr: mrr
+            .zip(currency)
+            .map(|(mrr, currency)| Revenue { currency, mrr })
+            .into_iter()
+            .collect(),
+        analytics_events: row.try_get("s_analytics_events")?,
+    })
+}
+
+/// The summary columns, named `s_*`, of the joined `tenant_summary s` (zero, or NULL for the
+/// slots, without a row).
 const COUNTER_COLUMNS: &str = "COALESCE(s.users_total, 0) AS s_users_total, \
      COALESCE(s.users_active, 0) AS s_users_active, COALESCE(s.customers, 0) AS s_customers, \
-     COALESCE(s.companies, 0) AS s_companies, COALESCE(s.open_deals, 0) AS s_open_deals";
+     COALESCE(s.companies, 0) AS s_companies, COALESCE(s.open_deals, 0) AS s_open_deals, \
+     s.content_items AS s_content_items, s.plan AS s_plan, s.mrr AS s_mrr, \
+     s.mrr_currency AS s_mrr_currency, s.analytics_events AS s_analytics_events";
 
-/// A tenant's counters and when they last changed (zero and `None` before any event).
-pub async fn tenant_counters(
+/// A tenant's counters and slots, and when they last changed (zero, empty and `None` before
+/// any event).
+async fn tenant_aggregates(
     pool: &AnyPool,
     tenant_id: &str,
-) -> ApiResult<(TenantCounters, Option<Timestamp>)> {
-    let row = sqlx::query(
-        "SELECT users_total AS s_users_total, users_active AS s_users_active, \
-         customers AS s_customers, companies AS s_companies, open_deals AS s_open_deals, \
-         updated_at FROM tenant_summary WHERE tenant_id = $1",
-    )
+) -> ApiResult<(ListSummary, Option<Timestamp>)> {
+    let row = sqlx::query(&format!(
+        "SELECT {COUNTER_COLUMNS}, s.updated_at FROM tenant_summary s WHERE s.tenant_id = $1"
+    ))
     .bind(tenant_id)
     .fetch_optional(pool)
     .await?;
     Ok(match row {
         Some(row) => (
-            counters_from_row(&row)?,
+            summary_from_row(&row)?,
             Some(Timestamp(row.try_get("updated_at")?)),
         ),
-        None => (TenantCounters::default(), None),
+        None => (ListSummary::default(), None),
     })
+}
+
+fn summary_from_row(row: &AnyRow) -> Result<ListSummary, sqlx::Error> {
+    Ok(ListSummary {
+        counters: counters_from_row(row)?,
+        slots: slots_from_row(row)?,
+    })
+}
+
+/// The summary of the tenant with id or slug `key` at `now` (`None` for an unknown tenant).
+pub async fn tenant_summary(
+    pool: &AnyPool,
+    key: &str,
+    now: Timestamp,
+) -> ApiResult<Option<TenantSummary>> {
+    let Some(tenant) = super::tenant_by_key(pool, key).await? else {
+        return Ok(None);
+    };
+    let (summary, updated_at) = tenant_aggregates(pool, &tenant.id).await?;
+    Ok(Some(TenantSummary {
+        logins_24h: logins_since(pool, Some(&tenant.id), Timestamp(now.millis() - DAY_MS)).await?,
+        pipeline: pipeline(pool, Some(&tenant.id)).await?,
+        tenant_id: tenant.id,
+        slug: tenant.slug,
+        name: tenant.name,
+        status: tenant.status,
+        counters: summary.counters,
+        slots: summary.slots,
+        updated_at,
+    }))
 }
 
 /// Value of the open deals per currency (of one tenant, or of all), without zero amounts.
@@ -466,6 +554,43 @@ pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Ov
     .fetch_one(pool)
     .await?;
     let counters = counters_from_row(&row)?;
+    // SUM of NULLs is NULL: a slot stays `null` until some tenant's service filled it.
+    let slot_totals = sqlx::query(
+        "SELECT CAST(SUM(s.content_items) AS BIGINT) AS content_items, \
+         CAST(SUM(s.analytics_events) AS BIGINT) AS analytics_events \
+         FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id",
+    )
+    .fetch_one(pool)
+    .await?;
+    let mut plans = BTreeMap::new();
+    let rows = sqlx::query(
+        "SELECT s.plan, COUNT(*) AS n FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id \
+         WHERE s.plan IS NOT NULL GROUP BY s.plan",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in &rows {
+        plans.insert(
+            row.try_get::<String, _>("plan")?,
+            row.try_get::<i64, _>("n")?,
+        );
+    }
+    let rows = sqlx::query(
+        "SELECT s.mrr_currency AS currency, CAST(SUM(s.mrr) AS BIGINT) AS mrr \
+         FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id \
+         WHERE s.mrr_currency IS NOT NULL GROUP BY s.mrr_currency ORDER BY s.mrr_currency",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mrr = rows
+        .iter()
+        .map(|row| -> Result<Revenue, sqlx::Error> {
+            Ok(Revenue {
+                currency: row.try_get("currency")?,
+                mrr: row.try_get("mrr")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let first_day = day_of(Timestamp(now.millis() - (days - 1) * DAY_MS));
     let rows = sqlx::query(
         "SELECT day, CAST(SUM(logins) AS BIGINT) AS logins, CAST(SUM(events) AS BIGINT) AS events \
@@ -497,6 +622,10 @@ pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Ov
             counters,
             logins_24h: logins_since(pool, None, Timestamp(now.millis() - DAY_MS)).await?,
             pipeline: pipeline(pool, None).await?,
+            content_items: slot_totals.try_get("content_items")?,
+            plans,
+            mrr,
+            analytics_events: slot_totals.try_get("analytics_events")?,
         },
         activity,
     })
@@ -572,7 +701,7 @@ pub async fn list_tenant_items(
         .map(|row| -> Result<TenantListItem, sqlx::Error> {
             Ok(TenantListItem {
                 tenant: tenant_from_row(row)?,
-                summary: counters_from_row(row)?,
+                summary: summary_from_row(row)?,
             })
         })
         .collect::<Result<_, _>>()?)
@@ -580,39 +709,44 @@ pub async fn list_tenant_items(
 
 // Rebuild
 
-/// The aggregate tables, emptied by a rebuild.
-const AGGREGATE_TABLES: &[&str] = &[
-    "tenant_summary",
+/// The per-record tables a rebuild refills from the services' facts.
+const RECORD_TABLES: &[&str] = &[
     "tenant_pipeline",
     "tenant_deals",
     "tenant_users",
     "tenant_logins",
-    "activity_daily",
 ];
 
-/// Audit entries replayed per query.
-const REPLAY_PAGE: i64 = 1000;
+/// The counters of `tenant_summary` that the services' facts determine (the slots of
+/// services without facts are left as they are).
+const FACT_COUNTERS: &[&str] = &[
+    "users_total",
+    "users_active",
+    "customers",
+    "companies",
+    "open_deals",
+];
 
-/// Every counter of every tenant: `(tenant, counter)` → value; pipeline values as
-/// `pipeline.<currency>`.
-async fn snapshot(conn: &mut AnyConnection) -> sqlx::Result<BTreeMap<(String, String), i64>> {
+/// Every fact-backed counter of every tenant at `now`: `(tenant, counter)` → value; pipeline
+/// values as `pipeline.<currency>`, recent logins as `logins_24h`.
+async fn snapshot(
+    conn: &mut AnyConnection,
+    now: Timestamp,
+) -> sqlx::Result<BTreeMap<(String, String), i64>> {
     let mut out = BTreeMap::new();
-    let rows = sqlx::query(
-        "SELECT tenant_id, users_total, users_active, customers, companies, open_deals \
-         FROM tenant_summary",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT tenant_id, {} FROM tenant_summary",
+        FACT_COUNTERS.join(", ")
+    ))
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
         let tenant: String = row.try_get("tenant_id")?;
-        for counter in [
-            "users_total",
-            "users_active",
-            "customers",
-            "companies",
-            "open_deals",
-        ] {
-            out.insert((tenant.clone(), counter.to_string()), row.try_get(counter)?);
+        for counter in FACT_COUNTERS {
+            out.insert(
+                (tenant.clone(), counter.to_string()),
+                row.try_get(*counter)?,
+            );
         }
     }
     let rows = sqlx::query("SELECT tenant_id, currency, open_value FROM tenant_pipeline")
@@ -625,59 +759,120 @@ async fn snapshot(conn: &mut AnyConnection) -> sqlx::Result<BTreeMap<(String, St
             row.try_get("open_value")?,
         );
     }
+    let rows = sqlx::query(
+        "SELECT tenant_id, COUNT(*) AS n FROM tenant_logins WHERE at >= $1 GROUP BY tenant_id",
+    )
+    .bind(now.millis() - DAY_MS)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        out.insert(
+            (row.try_get("tenant_id")?, "logins_24h".to_string()),
+            row.try_get("n")?,
+        );
+    }
+    out.retain(|_, value| *value != 0);
     Ok(out)
 }
 
-/// Recomputes every aggregate by replaying the audit log (which holds every event of every
-/// service, in order) and reports where the kept counters differed. With `apply` the
-/// recomputed aggregates replace the kept ones, else nothing changes. Replayed events are
-/// marked as applied, so one the consumer has not seen yet is not counted twice.
+/// Writes one tenant's per-record state and counters as its facts say.
+async fn write_facts(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    facts: &TenantFacts,
+    now: Timestamp,
+) -> sqlx::Result<()> {
+    for user in &facts.users {
+        sqlx::query("INSERT INTO tenant_users (tenant_id, user_id, status) VALUES ($1, $2, $3)")
+            .bind(tenant)
+            .bind(&user.id)
+            .bind(&user.status)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let horizon = now.millis() - RECENT_LOGINS_MS;
+    for login in facts.logins.iter().filter(|l| l.at >= horizon) {
+        sqlx::query(
+            "INSERT INTO tenant_logins (login_id, tenant_id, at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&login.session_id)
+        .bind(tenant)
+        .bind(login.at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut pipeline: BTreeMap<&str, i64> = BTreeMap::new();
+    for deal in &facts.deals {
+        sqlx::query(
+            "INSERT INTO tenant_deals (tenant_id, deal_id, status, value, currency) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant)
+        .bind(&deal.id)
+        .bind(&deal.status)
+        .bind(deal.value)
+        .bind(&deal.currency)
+        .execute(&mut *conn)
+        .await?;
+        if deal.status == "open" {
+            *pipeline.entry(deal.currency.as_str()).or_default() += deal.value;
+        }
+    }
+    for (currency, open_value) in &pipeline {
+        add_pipeline(conn, tenant, currency, *open_value).await?;
+    }
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    ensure_summary(conn, tenant, now.millis()).await?;
+    sqlx::query(
+        "UPDATE tenant_summary SET users_total = $2, users_active = $3, customers = $4, \
+         companies = $5, open_deals = $6 WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(count(facts.users.len()))
+    .bind(count(
+        facts.users.iter().filter(|u| u.status == "active").count(),
+    ))
+    .bind(facts.customers)
+    .bind(facts.companies)
+    .bind(count(
+        facts.deals.iter().filter(|d| d.status == "open").count(),
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Recomputes the aggregates of every tenant from `facts` (the services' own data, per
+/// tenant; a tenant without facts has none of their records) and reports where the kept
+/// counters differed. With `apply` the recomputed aggregates replace the kept ones, else
+/// nothing changes. The activity per day is history from the audit trail and stays.
 #[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn rebuild_aggregates(db: &Db, apply: bool) -> ApiResult<Vec<Drift>> {
+pub async fn rebuild_aggregates(
+    db: &Db,
+    facts: &BTreeMap<String, TenantFacts>,
+    now: Timestamp,
+    apply: bool,
+) -> ApiResult<Vec<Drift>> {
     let mut tx = db.begin().await?;
-    let before = snapshot(&mut tx).await?;
-    for table in AGGREGATE_TABLES {
+    let before = snapshot(&mut tx, now).await?;
+    for table in RECORD_TABLES {
         sqlx::query(&format!("DELETE FROM {table}"))
             .execute(&mut *tx)
             .await?;
     }
-    let mut last = 0_i64;
-    loop {
-        let rows = sqlx::query(
-            "SELECT id, seq, occurred_at, tenant_id, action, target, detail FROM audit_log \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(last)
-        .bind(REPLAY_PAGE)
+    // Summaries of tenants that no longer exist go; the others keep their slots.
+    sqlx::query("DELETE FROM tenant_summary WHERE tenant_id NOT IN (SELECT id FROM tenants)")
+        .execute(&mut *tx)
+        .await?;
+    let tenants: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
         .fetch_all(&mut *tx)
         .await?;
-        let Some(end) = rows.last() else { break };
-        last = end.try_get("seq")?;
-        for row in &rows {
-            let detail: String = row.try_get("detail")?;
-            let event = Event {
-                id: row.try_get("id")?,
-                source: String::new(),
-                event_type: row.try_get("action")?,
-                tenant_id: row.try_get("tenant_id")?,
-                aggregate_id: row.try_get("target")?,
-                actor: Actor::default(),
-                occurred_at: Timestamp(row.try_get("occurred_at")?),
-                data: serde_json::from_str(&detail).unwrap_or(Value::Null),
-            };
-            apply_event(&mut tx, &event).await?;
-            sqlx::query(
-                "INSERT INTO processed_events (consumer, event_id, processed_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(crate::aggregates::CONSUMER)
-            .bind(&event.id)
-            .bind(Timestamp::now().millis())
-            .execute(&mut *tx)
-            .await?;
-        }
+    let none = TenantFacts::default();
+    for tenant in &tenants {
+        write_facts(&mut tx, tenant, facts.get(tenant).unwrap_or(&none), now).await?;
     }
-    let after = snapshot(&mut tx).await?;
+    let after = snapshot(&mut tx, now).await?;
     let mut drift = Vec::new();
     let keys: std::collections::BTreeSet<&(String, String)> =
         before.keys().chain(after.keys()).collect();

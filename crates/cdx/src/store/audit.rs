@@ -40,6 +40,10 @@ pub struct ChainHead {
     pub checkpoint_at: i64,
     /// 1 once the rows from before the chain are chained.
     pub backfilled: i64,
+    /// Position of the last entry the retention removed (0 when none): the chain's anchor.
+    pub pruned_seq: i64,
+    /// Its hash ([`chain::GENESIS`] when none), signed by the checkpoint at `pruned_seq`.
+    pub pruned_hash: String,
 }
 
 fn head_from_row(row: &AnyRow) -> Result<ChainHead, sqlx::Error> {
@@ -49,10 +53,13 @@ fn head_from_row(row: &AnyRow) -> Result<ChainHead, sqlx::Error> {
         checkpoint_seq: row.try_get("checkpoint_seq")?,
         checkpoint_at: row.try_get("checkpoint_at")?,
         backfilled: row.try_get("backfilled")?,
+        pruned_seq: row.try_get("pruned_seq")?,
+        pruned_hash: row.try_get("pruned_hash")?,
     })
 }
 
-const HEAD_COLUMNS: &str = "seq, hash, checkpoint_seq, checkpoint_at, backfilled";
+const HEAD_COLUMNS: &str =
+    "seq, hash, checkpoint_seq, checkpoint_at, backfilled, pruned_seq, pruned_hash";
 
 /// Locks the head row for this transaction (a no-op update: PostgreSQL holds the row lock
 /// until commit; SQLite has one writer anyway) and returns it.
@@ -228,6 +235,57 @@ pub async fn checkpoint_now(db: &Db) -> Result<Option<i64>, sqlx::Error> {
     store_head(&mut tx, &head).await?;
     tx.commit().await?;
     Ok(Some(head.seq))
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    /// Entries removed.
+    pub entries: u64,
+    /// The new anchor: entries up to and including this position are gone.
+    pub through_seq: i64,
+}
+
+/// Removes the entries that occurred before `before`, up to the newest signed checkpoint
+/// among them, which stays as the chain's anchor (recorded in the head) together with the
+/// checkpoints after it; earlier checkpoints go with their entries. Returns `None` when no
+/// checkpoint is old enough (nothing is removed).
+pub async fn prune_audit(db: &Db, before: Timestamp) -> Result<Option<Pruned>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let head = lock_head(&mut tx).await?;
+    let anchor = sqlx::query(
+        "SELECT c.seq, c.hash FROM audit_checkpoints c JOIN audit_log a ON a.seq = c.seq \
+         WHERE a.occurred_at < $1 AND c.seq > $2 ORDER BY c.seq DESC LIMIT 1",
+    )
+    .bind(before.millis())
+    .bind(head.pruned_seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(anchor) = anchor else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let seq: i64 = anchor.try_get("seq")?;
+    let hash: String = anchor.try_get("hash")?;
+    let entries = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM audit_checkpoints WHERE seq < $1")
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE audit_chain_head SET pruned_seq = $1, pruned_hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Pruned {
+        entries,
+        through_seq: seq,
+    }))
 }
 
 /// Appends audit entries for `events` to the chain in one transaction: events already

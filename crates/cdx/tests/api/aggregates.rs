@@ -1,6 +1,7 @@
 //! The aggregates, fed with synthetic events through the consumer and read over HTTP.
 
-use cdx::aggregates::Aggregates;
+use std::sync::Arc;
+
 use platform::events::{Actor, Event, EventHandler};
 use platform::ids::new_id;
 use reqwest::StatusCode;
@@ -35,12 +36,12 @@ async fn summary(app: &App, tenant: &str) -> Value {
     reply.body
 }
 
-async fn setup() -> (App, Aggregates, String, String) {
+async fn setup() -> (App, Arc<dyn EventHandler>, String, String) {
     let app = spawn_app().await;
     let client = app.client("Acme").await;
     let client_id = client["id"].as_str().expect("id").to_string();
     let tenant = app.tenant("acme", &client_id).await;
-    let aggregates = Aggregates::new(app.db.clone());
+    let aggregates = app.cdx.aggregates_consumer();
     (
         app,
         aggregates,
@@ -292,7 +293,7 @@ async fn tenant_list_carries_summaries_and_sorts_with_stable_paging() {
     let app = spawn_app().await;
     let client = app.client("Acme").await;
     let client_id = client["id"].as_str().expect("id").to_string();
-    let agg = Aggregates::new(app.db.clone());
+    let agg = app.cdx.aggregates_consumer();
     let mut tenants = Vec::new();
     for i in 0..7 {
         let t = app.tenant(&format!("t{i}"), &client_id).await;
@@ -365,62 +366,97 @@ async fn tenant_list_carries_summaries_and_sorts_with_stable_paging() {
 }
 
 #[tokio::test]
-async fn a_rebuild_from_the_audit_log_reports_and_repairs_drift() {
-    let (app, agg, tenant, _) = setup().await;
-    let audit = app.cdx.audit_consumer();
-    let d = new_id();
-    let events = [
-        event("crm", "crm.customer.created", &tenant, &new_id(), json!({})),
-        event("crm", "crm.customer.created", &tenant, &new_id(), json!({})),
-        deal("created", &tenant, &d, "open", 400, "EUR"),
-        deal("updated", &tenant, &d, "open", 600, "USD"),
-    ];
-    for e in &events {
-        audit.handle(e).await.expect("audited");
-        agg.handle(e).await.expect("applied");
-    }
-    app.delivered().await;
-    assert_eq!(app.cdx.rebuild_aggregates(false).await.expect("check"), []);
-
-    // A counter gone wrong is reported, left alone by a check and repaired by a rebuild.
-    sqlx::query("UPDATE tenant_summary SET customers = 99 WHERE tenant_id = $1")
-        .bind(&tenant)
-        .execute(app.db.writer())
-        .await
-        .expect("tamper");
-    let drift = app.cdx.rebuild_aggregates(false).await.expect("check");
-    assert_eq!(drift.len(), 1, "{drift:?}");
+async fn cms_billing_and_analytics_events_fill_their_slots() {
+    let (app, agg, tenant, client_id) = setup().await;
+    app.bus.subscribe(agg);
+    let other = app.tenant("other", &client_id).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let s = summary(&app, &tenant).await;
     assert_eq!(
         (
-            drift[0].counter.as_str(),
-            drift[0].kept,
-            drift[0].recomputed
+            &s["content_items"],
+            &s["plan"],
+            &s["mrr"],
+            &s["analytics_events"]
         ),
-        ("customers", 99, 2)
+        (&Value::Null, &Value::Null, &json!([]), &Value::Null),
+        "empty slots before any event: {s}"
     );
-    assert_eq!(summary(&app, &tenant).await["customers"], 99);
-    assert_eq!(
-        app.cdx
-            .rebuild_aggregates(true)
-            .await
-            .expect("rebuild")
-            .len(),
-        1
-    );
-    let s = summary(&app, &tenant).await;
-    assert_eq!(s["customers"], 2);
-    assert_eq!(
-        s["pipeline"],
-        json!([{ "currency": "USD", "open_value": 600 }])
-    );
-    assert_eq!(app.cdx.rebuild_aggregates(false).await.expect("check"), []);
 
-    // An event audited but not yet applied is counted by the rebuild, and its late delivery
-    // to the consumer then changes nothing.
-    let late = event("crm", "crm.company.created", &tenant, &new_id(), json!({}));
-    audit.handle(&late).await.expect("audited");
-    let drift = app.cdx.rebuild_aggregates(true).await.expect("rebuild");
-    assert_eq!(drift.len(), 1, "{drift:?}");
-    agg.handle(&late).await.expect("late delivery");
-    assert_eq!(summary(&app, &tenant).await["companies"], 1);
+    let publish = |source: &str, kind: &str, tenant: &str, data: Value| {
+        let e = event(source, kind, tenant, &new_id(), data);
+        let bus = app.bus.clone();
+        async move { bus.publish(&e).await.expect("delivered") }
+    };
+    for _ in 0..3 {
+        publish("cms", "cms.item.created", &tenant, json!({})).await;
+    }
+    publish("cms", "cms.item.deleted", &tenant, json!({})).await;
+    publish(
+        "billing",
+        "billing.subscription.changed",
+        &tenant,
+        json!({ "plan": "pro", "mrr": 4900, "currency": "eur" }),
+    )
+    .await;
+    publish(
+        "billing",
+        "billing.subscription.changed",
+        &other,
+        json!({ "plan": "starter", "mrr": 900, "currency": "EUR" }),
+    )
+    .await;
+    publish(
+        "analytics",
+        "analytics.events.counted",
+        &tenant,
+        json!({ "count": 1200 }),
+    )
+    .await;
+    publish(
+        "analytics",
+        "analytics.events.counted",
+        &tenant,
+        json!({ "count": 34 }),
+    )
+    .await;
+
+    let s = summary(&app, &tenant).await;
+    assert_eq!(s["content_items"], 2, "{s}");
+    assert_eq!(s["plan"], "pro");
+    assert_eq!(s["mrr"], json!([{ "currency": "EUR", "mrr": 4900 }]));
+    assert_eq!(s["analytics_events"], 1234);
+    assert_eq!(s["customers"], 0, "the other counters are untouched");
+
+    let list = app.get("/api/cdx/tenants?limit=10").await.body;
+    let item = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|t| t["id"] == tenant.as_str())
+        .expect("listed")
+        .clone();
+    assert_eq!(item["summary"]["content_items"], 2);
+    assert_eq!(item["summary"]["plan"], "pro");
+    assert_eq!(item["summary"]["mrr"], s["mrr"]);
+
+    let overview = app.get("/api/cdx/overview").await.body;
+    let totals = &overview["totals"];
+    assert_eq!(totals["content_items"], 2, "{overview}");
+    assert_eq!(totals["analytics_events"], 1234);
+    assert_eq!(totals["plans"], json!({ "pro": 1, "starter": 1 }));
+    assert_eq!(totals["mrr"], json!([{ "currency": "EUR", "mrr": 5800 }]));
+
+    // The subscription ends: no plan, no revenue.
+    publish(
+        "billing",
+        "billing.subscription.changed",
+        &tenant,
+        json!({ "plan": null }),
+    )
+    .await;
+    let s = summary(&app, &tenant).await;
+    assert_eq!((&s["plan"], &s["mrr"]), (&Value::Null, &json!([])), "{s}");
 }

@@ -446,3 +446,88 @@ async fn the_export_lists_entries_in_chain_order() {
         .expect("export");
     assert_eq!(none, 0);
 }
+
+#[tokio::test]
+async fn pruning_keeps_the_chain_verifiable_from_its_signed_anchor() {
+    let app = spawn_app().await;
+    app.delivered().await;
+    let consumer = app
+        .cdx
+        .clone()
+        .with_audit(AuditSettings {
+            checkpoint_every: 3,
+            ..Default::default()
+        })
+        .audit_consumer();
+    // After the admin's entry (1): entries 2..=8 from 40 days ago, 9..=11 from now;
+    // checkpoints at 3, 6 and 9.
+    let old = platform::ids::Timestamp::now().plus_secs(-40 * 86_400);
+    for i in 0..10 {
+        let mut e = event(None, "auth.user.updated", &format!("u{i}"));
+        if i < 7 {
+            e.occurred_at = old;
+        }
+        consumer.handle(&e).await.expect("append");
+    }
+    assert_eq!(chain::prune(&app.db, 50).await.expect("prune"), None);
+
+    // Pruned in chain order up to the newest checkpoint older than 30 days: entry 6.
+    let pruned = chain::prune(&app.db, 30)
+        .await
+        .expect("prune")
+        .expect("something pruned");
+    assert_eq!((pruned.entries, pruned.through_seq), (6, 6));
+    assert_eq!(chain::prune(&app.db, 30).await.expect("again"), None);
+    let report = verify(&app.db).await;
+    assert!(report.valid, "{report:?}");
+    assert_eq!(report.pruned_through, 6);
+    assert_eq!(report.entries, 5, "entries 7..=11 walked");
+    assert_eq!(report.checkpoints, 2, "the anchor and checkpoint 9");
+    assert_eq!(report.head_seq, 11);
+    let seqs: Vec<i64> = chain_entries(&app)
+        .await
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [7, 8, 9, 10, 11]);
+
+    // A changed entry after the anchor is still the first broken one.
+    let detail: String = sqlx::query_scalar("SELECT detail FROM audit_log WHERE seq = 8")
+        .fetch_one(app.db.reader())
+        .await
+        .expect("detail");
+    let set_detail = |text: String| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query("UPDATE audit_log SET detail = $1 WHERE seq = 8")
+                .bind(text)
+                .execute(db.writer())
+                .await
+                .expect("update")
+        }
+    };
+    set_detail(r#"{"status":"forged"}"#.to_string()).await;
+    let broken = verify(&app.db).await.broken.expect("tamper detected");
+    assert_eq!(broken.seq, Some(8), "{}", broken.reason);
+    set_detail(detail).await;
+    assert!(verify(&app.db).await.valid);
+
+    // Removing the entry right after the anchor is found.
+    let removed = sqlx::query("DELETE FROM audit_log WHERE seq = 7")
+        .execute(app.db.writer())
+        .await
+        .expect("delete")
+        .rows_affected();
+    assert_eq!(removed, 1);
+    let broken = verify(&app.db).await.broken.expect("gap detected");
+    assert_eq!(broken.seq, Some(7), "{}", broken.reason);
+
+    // Moving the anchor (hiding more entries as "pruned") needs a signed checkpoint there.
+    sqlx::query("UPDATE audit_chain_head SET pruned_seq = 7")
+        .execute(app.db.writer())
+        .await
+        .expect("move anchor");
+    let broken = verify(&app.db).await.broken.expect("unsigned anchor");
+    assert_eq!(broken.seq, Some(7));
+    assert!(broken.reason.contains("pruned"), "{}", broken.reason);
+}

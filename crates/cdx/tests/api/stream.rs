@@ -638,3 +638,111 @@ async fn a_stream_ends_when_its_session_is_revoked() {
     assert_eq!(end.event, "revoked");
     assert!(stream.next().await.is_none());
 }
+
+/// Events of the stream until one named `name` arrives (that one last).
+async fn until(stream: &mut Stream, name: &str) -> Vec<Received> {
+    let mut got = Vec::new();
+    while let Some(e) = stream.next().await {
+        let done = e.event == name;
+        got.push(e);
+        if done {
+            return got;
+        }
+    }
+    panic!("the stream ended before a {name} event: {got:?}");
+}
+
+#[tokio::test]
+async fn changed_tenant_summaries_are_streamed_without_an_id() {
+    let app = quiet(spawn_app().await).await;
+    app.bus.subscribe(app.cdx.aggregates_consumer());
+    let client = app.client("Acme").await;
+    let client_id = client["id"].as_str().expect("id");
+    let acme = app.tenant("acme", client_id).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let other = app.tenant("other", client_id).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    app.delivered().await;
+    let mut stream = open(
+        &app,
+        &format!("/api/cdx/stream?tenant={acme}"),
+        &app.token,
+        &[],
+    )
+    .await;
+    let mut only_summaries =
+        open(&app, "/api/cdx/stream?type=tenant.summary", &app.token, &[]).await;
+
+    publish(&app, Some(&other), "crm.customer.created").await;
+    publish(&app, Some(&acme), "crm.customer.created").await;
+    // Either consumer may commit first; the tenant filter keeps the other tenant out.
+    let mut got = until(&mut stream, "tenant.summary").await;
+    if !got.iter().any(|e| e.event == "crm.customer.created") {
+        got.extend(until(&mut stream, "crm.customer.created").await);
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    let summary = got
+        .iter()
+        .find(|e| e.event == "tenant.summary")
+        .expect("summary");
+    assert_eq!(summary.id, None, "summaries carry no id");
+    let data = summary.json();
+    assert_eq!(data["tenant_id"], acme.as_str());
+    assert_eq!(data["slug"], "acme");
+    assert_eq!(data["customers"], 1);
+    assert_eq!(
+        data,
+        app.get(&format!("/api/cdx/tenants/{acme}/summary"))
+            .await
+            .body,
+        "the summary as the API reads it"
+    );
+    let entry = got
+        .iter()
+        .find(|e| e.event == "crm.customer.created")
+        .expect("entry");
+
+    // The type filter selects summaries alone, of every tenant.
+    let first = only_summaries.take(2).await;
+    let tenants: Vec<Value> = first
+        .iter()
+        .map(|e| e.json()["tenant_id"].clone())
+        .collect();
+    assert!(first.iter().all(|e| e.event == "tenant.summary"));
+    assert!(tenants.contains(&json!(acme)) && tenants.contains(&json!(other)));
+
+    // An event that moves no counter sends no summary; the next change does.
+    publish(&app, Some(&acme), "crm.note.created").await;
+    publish(&app, Some(&acme), "crm.company.created").await;
+    let got = until(&mut stream, "tenant.summary").await;
+    assert_eq!(
+        got.iter().filter(|e| e.event == "tenant.summary").count(),
+        1,
+        "{got:?}"
+    );
+    assert_eq!(got.last().expect("summary").json()["companies"], 1);
+
+    // Resuming replays the trail after Last-Event-ID, never summaries.
+    drop(stream);
+    let after = entry.seq().to_string();
+    let mut resumed = open(
+        &app,
+        &format!("/api/cdx/stream?tenant={acme}"),
+        &app.token,
+        &[("last-event-id", after.as_str())],
+    )
+    .await;
+    let replayed = resumed.take(2).await;
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|e| e.event.as_str())
+            .collect::<Vec<_>>(),
+        ["crm.note.created", "crm.company.created"]
+    );
+    assert!(replayed.iter().all(|e| e.id.is_some()));
+}

@@ -156,3 +156,79 @@ async fn audit_verify_passes_on_a_clean_trail_and_fails_after_tampering() {
     assert!(out.contains("BROKEN at entry 2"), "{out}");
     assert!(err.contains("broken at entry 2"), "{err}");
 }
+
+/// `metatron audit prune` removes the entries past the retention up to a signed checkpoint;
+/// `metatron audit verify` still verifies the rest from that anchor and still finds a change.
+#[tokio::test]
+async fn pruned_audit_trail_still_verifies_and_still_shows_tampering() {
+    let app = TestApp::spawn().await;
+    let root = app.token(SUPERADMIN).await;
+    app.app().flush_events().await.expect("events delivered");
+    let consumer = app.app().cdx.audit_consumer();
+    let old = platform::ids::Timestamp::now().plus_secs(-40 * 86_400);
+    for i in 0..5 {
+        let mut event = platform::events::Event::new(
+            "crm",
+            "crm.customer.created",
+            None,
+            &format!("old-{i}"),
+            &platform::events::Actor::system("test"),
+            json!({}),
+        );
+        event.occurred_at = old;
+        consumer.handle(&event).await.expect("audited");
+    }
+    let anchor = app
+        .app()
+        .cdx
+        .checkpoint_audit()
+        .await
+        .expect("checkpoint")
+        .expect("signed");
+    // Something recent after the anchor.
+    app.create_user(&root, Some("demo"), "recent@demo.com", "user")
+        .await;
+    app.app().flush_events().await.expect("events delivered");
+
+    let (ok, out, err) = crate::cli::metatron(&app.settings, &["audit", "prune"], None);
+    assert!(!ok && err.contains("retention_days"), "{out}{err}");
+    let (ok, out, err) =
+        crate::cli::metatron(&app.settings, &["audit", "prune", "--days", "30"], None);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("the chain now starts after entry {anchor}")),
+        "{out}"
+    );
+    let (ok, out, err) = crate::cli::metatron(&app.settings, &["audit", "verify", "--json"], None);
+    assert!(ok, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).expect("report");
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["pruned_through"], anchor);
+    let recent = audit(&app, &root, "action=auth.user.created&limit=500", 1).await;
+    assert!(recent.iter().all(|e| e["seq"].as_i64() > Some(anchor)));
+    assert!(audit(&app, &root, "action=crm.customer.created", 0)
+        .await
+        .iter()
+        .all(|e| !e["target"].as_str().unwrap_or("").starts_with("old-")));
+
+    // A changed entry after the anchor breaks the chain there.
+    let seq = recent[0]["seq"].as_i64().expect("seq");
+    let db = &app
+        .app()
+        .services
+        .iter()
+        .find(|s| s.info.name == "cdx")
+        .expect("cdx")
+        .db;
+    sqlx::query("UPDATE audit_log SET ip = '10.6.6.6' WHERE seq = $1")
+        .bind(seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let (ok, out, err) = crate::cli::metatron(&app.settings, &["audit", "verify"], None);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("broken at entry {seq}")),
+        "{out}{err}"
+    );
+}
