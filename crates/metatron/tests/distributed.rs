@@ -248,7 +248,7 @@ async fn the_distributed_stack_serves_like_all_in_one() {
             .args(["cdx", "rebuild", "--check", "--remote", "--config"])
             .arg(&stack.config)
             .arg("--data-dir")
-            .arg(stack._dbs.data_dir())
+            .arg(stack.dbs.data_dir())
             .output()
             .await
             .expect("metatron runs");
