@@ -68,6 +68,9 @@ pub struct Config {
     pub jwks_refresh_min_interval_ms: u64,
     /// How long `GET /health` waits for one upstream's `/ready`.
     pub health_check_timeout_ms: u64,
+    /// Threads serving connections, each with its own event loop and upstream connection
+    /// pool; 0: one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             auth_service: "auth".to_string(),
             jwks_refresh_min_interval_ms: 5_000,
             health_check_timeout_ms: 1_000,
+            workers: 0,
         }
     }
 }
@@ -120,6 +124,14 @@ impl Config {
         Duration::from_millis(
             by_route(&self.route_timeouts_ms, path).unwrap_or(self.request_timeout_ms),
         )
+    }
+
+    /// Threads serving connections: `workers`, or one per CPU core.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     /// The body limit of `path`.

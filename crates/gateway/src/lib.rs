@@ -15,9 +15,10 @@ mod jwks;
 mod proxy;
 pub mod upstream;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -52,7 +53,6 @@ struct ServedBy(Arc<str>);
 struct Inner {
     config: Config,
     pools: BTreeMap<String, Pool>,
-    client: HttpClient,
     keys: jwks::Keys,
     per_ip: Limiter<IpAddr>,
     per_tenant: Limiter<String>,
@@ -86,14 +86,6 @@ impl Gateway {
                 .map_err(|e| format!("invalid setting `gateway.upstreams.{service}`: {e}"))?;
             pools.insert(service.clone(), pool);
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout()));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let keys = jwks::Keys::new(
             issuer,
             audience,
@@ -105,9 +97,30 @@ impl Gateway {
             retries: Budget::new(config.retry_budget_per_second),
             config,
             pools,
-            client,
             keys,
         })))
+    }
+
+    /// The upstream client of the calling thread: each thread keeps its own connection
+    /// pool, so on the per-core runtimes [`serve`] runs, a request, its pooled connection
+    /// and the task driving that connection stay on one thread (no cross-thread wake-ups,
+    /// which cost more than the proxying itself).
+    fn client(&self) -> HttpClient {
+        thread_local! {
+            static CLIENTS: RefCell<Vec<(Weak<Inner>, HttpClient)>> = const { RefCell::new(Vec::new()) };
+        }
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            let me = Arc::as_ptr(&self.0);
+            if let Some((_, client)) = clients.iter().find(|(gw, _)| gw.as_ptr() == me) {
+                return client.clone();
+            }
+            // Gateways dropped since (tests start many) give their pools up here.
+            clients.retain(|(gw, _)| gw.strong_count() > 0);
+            let client = upstream_client(&self.0.config);
+            clients.push((Arc::downgrade(&self.0), client.clone()));
+            client
+        })
     }
 
     /// The settings in use.
@@ -182,8 +195,7 @@ impl Gateway {
         let timeout = Duration::from_millis(self.0.config.health_check_timeout_ms);
         let exchange = async {
             let response = self
-                .0
-                .client
+                .client()
                 .request(request)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -444,9 +456,23 @@ pub async fn serve_router(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let checks = gateway.spawn_health_checks();
-    let result = platform::http::serve(listener, router, shutdown).await;
+    let result =
+        platform::http::serve_per_core(listener, router, shutdown, gateway.0.config.workers())
+            .await;
     checks.abort();
     result
+}
+
+/// A keep-alive client for the upstreams, with the configured connect timeout.
+fn upstream_client(config: &Config) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout()));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 #[cfg(test)]

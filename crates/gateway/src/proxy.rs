@@ -328,7 +328,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
             _ => headers.take().unwrap_or_default(),
         };
 
-        let outcome = tokio::time::timeout_at(deadline, gw.0.client.request(request)).await;
+        let outcome = tokio::time::timeout_at(deadline, gw.client().request(request)).await;
         attempt.settled = true;
         match outcome {
             Ok(Ok(response))

@@ -111,6 +111,9 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .expect("stopped")
         .expect("join")
         .expect("served");
+    // Every event loop closed its side of the listener: nothing accepts any more.
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }
 
 #[tokio::test]

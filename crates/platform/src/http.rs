@@ -405,6 +405,63 @@ pub async fn serve(
     .await
 }
 
+/// Like [`serve`], on `threads` event loops of their own (single-threaded runtimes on
+/// threads of their own) that all accept from `listener`: a connection, the tasks it spawns
+/// and what they wait on stay on one thread, which for a proxy saves the cross-thread
+/// wake-ups that otherwise cost more than the work (one loop per core is how nginx runs).
+/// `shutdown` stops every loop, as does dropping the returned future; each then drains its
+/// in-flight requests. One loop failing stops the others and its error is returned.
+pub async fn serve_per_core(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    threads: usize,
+) -> std::io::Result<()> {
+    if threads <= 1 {
+        return serve(listener, router, shutdown).await;
+    }
+    let listener = listener.into_std()?;
+    // Dropping `stop` (with this future) ends the loops as sending to it does.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (finished, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..threads {
+        let listener = listener.try_clone()?;
+        let router = router.clone();
+        let mut stopped = stopped.clone();
+        let finished = finished.clone();
+        std::thread::Builder::new()
+            .name(format!("http-{n}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = tokio::net::TcpListener::from_std(listener)?;
+                            let stop = async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            };
+                            serve(listener, router, stop).await
+                        })
+                    });
+                let _ = finished.send(result);
+            })?;
+    }
+    drop(finished);
+    let mut results = Vec::with_capacity(threads);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {}
+        // A loop only ends by itself when it fails.
+        Some(result) = ended.recv() => results.push(result),
+    }
+    let _ = stop.send(true);
+    while let Some(result) = ended.recv().await {
+        results.push(result);
+    }
+    results.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
