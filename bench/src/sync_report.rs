@@ -44,7 +44,8 @@ fn lag_rows(v: &Value, label: &str, goal_ms: f64, rows: &mut Vec<Row>) -> anyhow
         .context("no runs in the sync-lag results")?;
     let reference = v.get("reference").context("no reference")?;
     for run in runs {
-        let p99 = field(run, "/p99_ms")?;
+        // NaN (null in the JSON) when no event showed at all.
+        let p99 = number(run, "/p99_ms");
         let unseen = field(run, "/unseen")?;
         let kept_up = run.get("kept_up").and_then(Value::as_bool) == Some(true);
         let (reference_text, reference_p99) = match reference.get("p99_ms") {
@@ -83,8 +84,8 @@ fn lag_rows(v: &Value, label: &str, goal_ms: f64, rows: &mut Vec<Row>) -> anyhow
             ),
             measured: format!(
                 "p50 {:.1} ms, p99 {p99:.1} ms, max {:.1} ms ({} events at {:.0}/s{backlog})",
-                field(run, "/p50_ms")?,
-                field(run, "/max_ms")?,
+                number(run, "/p50_ms"),
+                number(run, "/max_ms"),
                 count(field(run, "/events")?),
                 field(run, "/achieved_rate")?,
             ),
@@ -95,6 +96,13 @@ fn lag_rows(v: &Value, label: &str, goal_ms: f64, rows: &mut Vec<Row>) -> anyhow
         });
     }
     Ok(())
+}
+
+/// The number at `pointer`, NaN when it is missing or null.
+fn number(v: &Value, pointer: &str) -> f64 {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN)
 }
 
 fn latency(l: &Load) -> String {
