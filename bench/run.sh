@@ -4,7 +4,8 @@
 #   bench/run.sh              the foundation benchmarks (issue 2)
 #   bench/run.sh crm          the CRM benchmarks (issue 3, bench/crm.sh)
 #   bench/run.sh gateway      the gateway against nginx (issue 4, bench/gateway.sh)
-#   bench/run.sh all          all three
+#   bench/run.sh sync         sync lag, 10,000 tenants, audit chain (issue 5, bench/sync.sh)
+#   bench/run.sh all          all four
 #
 # Builds the release binary and the bench helper, measures every benchmark next to its
 # reference on this machine, prints the summary table and rewrites the generated section
@@ -16,15 +17,15 @@
 # BENCH_LOGIN_CONNECTIONS (8), BENCH_ME_CONNECTIONS (8), BENCH_OUT (BENCHMARKS.md),
 # BENCH_QUIET_WAIT (300): seconds to wait, before each step, for other work on the machine
 # (builds, tests) to calm down to BENCH_QUIET_BUSY (15) % CPU or less. The CRM settings are
-# described in bench/crm.sh, the gateway's in bench/gateway.sh.
+# described in bench/crm.sh, the gateway's in bench/gateway.sh, the sync run's in bench/sync.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-foundation}
 case $MODE in
-  foundation | crm | gateway | all) ;;
+  foundation | crm | gateway | sync | all) ;;
   *)
-    echo "usage: bench/run.sh [foundation|crm|gateway|all]" >&2
+    echo "usage: bench/run.sh [foundation|crm|gateway|sync|all]" >&2
     exit 2
     ;;
 esac
@@ -85,8 +86,12 @@ CRM_DIR=""  # bench/crm.sh: its temporary directory
 PG_DBS=""   # bench/crm.sh: PostgreSQL databases to drop ("ADMIN_URL name name ...")
 GW_DIR=""   # bench/gateway.sh: its temporary directory
 GW_PIDS=""  # bench/gateway.sh: upstreams, gateway and nginx
+SYNC_DIR="" # bench/sync.sh: its temporary directory
+SYNC_PIDS="" # bench/sync.sh: its own nats-server, when it started one
 cleanup() {
   local pid
+  for pid in $SYNC_PIDS; do kill "$pid" 2>/dev/null || true; done
+  for pid in $SYNC_PIDS; do wait "$pid" 2>/dev/null || true; done
   for pid in $GW_PIDS; do kill "$pid" 2>/dev/null || true; done
   for pid in $GW_PIDS; do wait "$pid" 2>/dev/null || true; done
   if [[ -n $GW_DIR ]]; then rm -rf "$GW_DIR"; fi
@@ -104,6 +109,7 @@ cleanup() {
     done
   fi
   if [[ -n $CRM_DIR ]]; then rm -rf "$CRM_DIR"; fi
+  if [[ -n $SYNC_DIR ]]; then rm -rf "$SYNC_DIR"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -262,6 +268,14 @@ if [[ $MODE == gateway || $MODE == all ]]; then
   QUIET=""
   # shellcheck source=bench/gateway.sh
   source bench/gateway.sh
+fi
+
+if [[ $MODE == sync || $MODE == all ]]; then
+  find "$RESULTS" -maxdepth 1 -name 'sync-*.json' -delete
+  SECTIONS+=(--section sync)
+  QUIET=""
+  # shellcheck source=bench/sync.sh
+  source bench/sync.sh
 fi
 
 # --- report -------------------------------------------------------------------------------

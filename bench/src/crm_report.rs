@@ -43,7 +43,7 @@ fn raw(v: &Value, rate: &str, unit: &str) -> anyhow::Result<String> {
 }
 
 /// Thousands separated by commas, for counts of rows.
-fn count(n: f64) -> String {
+pub(crate) fn count(n: f64) -> String {
     let digits = format!("{:.0}", n.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

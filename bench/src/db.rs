@@ -122,7 +122,7 @@ async fn pool(url: &str, size: u32) -> anyhow::Result<AnyPool> {
         .with_context(|| format!("cannot open {url}"))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,7 +130,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Latencies in microseconds: p50 and p99 in ms.
-fn percentiles(latencies: &mut [u32]) -> (f64, f64) {
+pub(crate) fn percentiles(latencies: &mut [u32]) -> (f64, f64) {
     if latencies.is_empty() {
         return (f64::NAN, f64::NAN);
     }

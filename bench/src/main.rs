@@ -8,17 +8,25 @@
 //! - `csv`: customer files for the CRM import benchmarks.
 //! - `static-upstream`: a server answering 1 KiB to everything, the upstream of the
 //!   gateway benchmark (`bench/gateway.sh`).
+//! - `sync-lag`: time from an event's commit to its effect in CDX's aggregates, all services
+//!   in this process, through the in-process bus or NATS JetStream (`bench/sync.sh`).
+//! - `tenant-events`: customers and companies for every tenant of a data directory.
+//! - `audit-append`, `audit-read`: the audit chain's append rate next to plain inserts, and
+//!   the reference of `metatron audit verify`.
 //! - `report`: the summary tables, printed and written into BENCHMARKS.md.
 //!
 //! Every command prints one JSON object on standard output.
 
 mod argon;
+mod audit;
 mod crm_report;
 mod db;
 mod gateway_report;
 mod report;
 mod server;
 mod static_upstream;
+mod sync;
+mod sync_report;
 
 use std::path::PathBuf;
 
@@ -51,6 +59,17 @@ enum Command {
     /// Serves a fixed 1 KiB answer on every path until killed (the gateway benchmark's
     /// upstream).
     StaticUpstream(static_upstream::Args),
+    /// Commits events into the CRM's outbox at fixed rates and times each one until CDX's
+    /// aggregates show it; all services in this process, the in-process bus or NATS.
+    SyncLag(sync::LagArgs),
+    /// Gives every tenant of a stopped server's data directory customers and companies
+    /// (through events, so CDX's aggregates have them).
+    TenantEvents(sync::TenantEventsArgs),
+    /// Appends audit entries through CDX's audit consumer, after plain inserts of the same
+    /// rows into another database; prints entries/s of both.
+    AuditAppend(audit::AppendArgs),
+    /// Reads a CDX audit log in chain order with one SHA-256 per row; prints the time.
+    AuditRead(audit::ReadArgs),
     /// Reads the results of a run, prints the summary tables and rewrites BENCHMARKS.md.
     Report(report::Args),
 }
@@ -69,6 +88,10 @@ fn main() -> anyhow::Result<()> {
         Command::RawInsert(args) => print_json(&db::insert(&args)?),
         Command::Csv(args) => print_json(&db::csv(&args)?),
         Command::StaticUpstream(args) => static_upstream::run(&args),
+        Command::SyncLag(args) => print_json(&sync::lag(&args)?),
+        Command::TenantEvents(args) => print_json(&sync::tenant_events(&args)?),
+        Command::AuditAppend(args) => print_json(&audit::append(&args)?),
+        Command::AuditRead(args) => print_json(&audit::read(&args)?),
         Command::Report(args) => report::run(&args),
     }
 }

@@ -1,7 +1,7 @@
 //! The summary of a run: one table per section, printed and written into BENCHMARKS.md
 //! between the section's markers (the rest of the file is kept as it is). The foundation
 //! section is built here, the CRM section in [`crate::crm_report`], the gateway section in
-//! [`crate::gateway_report`].
+//! [`crate::gateway_report`], the sync section in [`crate::sync_report`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,10 +20,10 @@ pub struct Args {
     /// The file whose section is rewritten (created when missing).
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Sections to rewrite: `foundation`, `crm`, `gateway` (repeatable). Default: every
-    /// section whose results are in the directory (`run.json`, `crm-run.json`,
-    /// `gateway-run.json`).
-    #[arg(long = "section", value_parser = ["foundation", "crm", "gateway"])]
+    /// Sections to rewrite: `foundation`, `crm`, `gateway`, `sync` (repeatable). Default:
+    /// every section whose results are in the directory (`run.json`, `crm-run.json`,
+    /// `gateway-run.json`, `sync-run.json`).
+    #[arg(long = "section", value_parser = ["foundation", "crm", "gateway", "sync"])]
     pub sections: Vec<String>,
 }
 
@@ -417,6 +417,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         if dir.join(crate::gateway_report::RUN_FILE).exists() {
             found.push("gateway");
         }
+        if dir.join(crate::sync_report::RUN_FILE).exists() {
+            found.push("sync");
+        }
         anyhow::ensure!(!found.is_empty(), "no results in {}", dir.display());
         found
     } else {
@@ -436,6 +439,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "gateway" => (
                 crate::gateway_report::section(dir)?,
                 (crate::gateway_report::START, crate::gateway_report::END),
+            ),
+            "sync" => (
+                crate::sync_report::section(dir)?,
+                (crate::sync_report::START, crate::sync_report::END),
             ),
             _ => (section(dir)?, (START, END)),
         };
