@@ -114,6 +114,7 @@ impl EventHandler for Aggregates {
         };
         store::apply_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.feed.aggregates_changed();
         self.announce(event.tenant_id.iter().cloned().collect())
             .await;
         Ok(())
@@ -139,8 +140,46 @@ impl EventHandler for Aggregates {
             }
         }
         tx.commit().await?;
+        if !touched.is_empty() {
+            self.feed.aggregates_changed();
+        }
         self.announce(touched).await;
         Ok(())
+    }
+}
+
+/// The platform overview as last computed. It is reused while the aggregates in this
+/// process stay unchanged ([`Feed::aggregates_version`]) and for at most [`Self::MAX_AGE`],
+/// which bounds what the clock and other processes (a `cdx rebuild`) change meanwhile: with
+/// ten thousand tenants one computation reads every summary row, and a console left open on
+/// the overview should not repeat that while nothing happens.
+#[derive(Debug, Default)]
+pub(crate) struct OverviewCache {
+    last: tokio::sync::Mutex<Option<(u64, std::time::Instant, Overview)>>,
+}
+
+impl OverviewCache {
+    const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The overview at aggregates `version`: the kept one if it is of that version and
+    /// fresh, else the one `compute` makes. Concurrent callers wait for one computation.
+    pub(crate) async fn get<F>(
+        &self,
+        version: u64,
+        compute: F,
+    ) -> Result<Overview, platform::ApiError>
+    where
+        F: std::future::Future<Output = Result<Overview, platform::ApiError>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((kept, at, overview)) = &*last {
+            if *kept == version && at.elapsed() < Self::MAX_AGE {
+                return Ok(overview.clone());
+            }
+        }
+        let overview = compute.await?;
+        *last = Some((version, std::time::Instant::now(), overview.clone()));
+        Ok(overview)
     }
 }
 
@@ -368,9 +407,33 @@ impl TenantSort {
             TenantSort::Id => "t.id",
             TenantSort::Name(_) => "t.name",
             TenantSort::Created(_) => "t.created_at",
-            TenantSort::Customers(_) => "COALESCE(s.customers, 0)",
-            TenantSort::Users(_) => "COALESCE(s.users_total, 0)",
+            TenantSort::Customers(_) => "s.customers",
+            TenantSort::Users(_) => "s.users_total",
         }
+    }
+
+    /// The SQL of the column that breaks ties (the tenant id, from the table the order's
+    /// index belongs to, so that the index gives the whole order).
+    pub(crate) fn tiebreak_sql(self) -> &'static str {
+        if self.by_counter() {
+            "s.tenant_id"
+        } else {
+            "t.id"
+        }
+    }
+
+    /// The tables the list reads: for an order by a counter, driven by `tenant_summary`
+    /// (every tenant has its row) to walk its index on that counter.
+    pub(crate) fn from_sql(self) -> &'static str {
+        if self.by_counter() {
+            "tenant_summary s JOIN tenants t ON t.id = s.tenant_id"
+        } else {
+            "tenants t LEFT JOIN tenant_summary s ON s.tenant_id = t.id"
+        }
+    }
+
+    fn by_counter(self) -> bool {
+        matches!(self, TenantSort::Customers(_) | TenantSort::Users(_))
     }
 
     /// Whether the key is text (else a number).

@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "service_slots",
         sql: include_str!("../migrations/0106_service_slots.sql"),
     },
+    MigrationFile {
+        version: 107,
+        name: "tenant_list_order",
+        sql: include_str!("../migrations/0107_tenant_list_order.sql"),
+    },
 ];
 
 /// The CDX service.
@@ -151,6 +156,7 @@ struct Inner {
     hashing: PasswordHashing,
     audit: AuditSettings,
     feed: live::Feed,
+    overview: Arc<aggregates::OverviewCache>,
     /// The other services' tenant exports, by service name (set once the services exist).
     exporters: Arc<std::sync::OnceLock<Exporters>>,
 }
@@ -190,6 +196,7 @@ impl Cdx {
             hashing,
             audit: AuditSettings::default(),
             feed: feed_of(&AuditSettings::default()),
+            overview: Arc::default(),
             exporters: Arc::new(std::sync::OnceLock::new()),
         }))
     }
@@ -203,6 +210,7 @@ impl Cdx {
             auth: self.0.auth.clone(),
             hashing: self.0.hashing.clone(),
             feed: feed_of(&audit),
+            overview: Arc::default(),
             audit,
             exporters: self.0.exporters.clone(),
         }))
@@ -303,6 +311,11 @@ impl Cdx {
         &self.0.db
     }
 
+    /// The platform overview as last computed.
+    pub(crate) fn overview_cache(&self) -> &aggregates::OverviewCache {
+        &self.0.overview
+    }
+
     /// The live feed of committed audit entries and changed tenant summaries.
     pub(crate) fn feed(&self) -> &live::Feed {
         &self.0.feed
@@ -321,6 +334,8 @@ impl Cdx {
         if let Err(e) = self.0.outbox.flush().await {
             tracing::warn!(error = %e, "delivering tenant events failed; the relay will retry");
         }
+        // The overview counts the registry's tenants by status: a kept one is out of date.
+        self.0.feed.aggregates_changed();
     }
 
     /// Whether at least one active superadmin exists.

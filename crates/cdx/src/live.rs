@@ -9,6 +9,7 @@
 //! channel's capacity behind loses messages and is told so (`Lagged`), which the stream turns
 //! into its final `dropped` event.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, Mutex, OwnedSemaphorePermit, Semaphore};
@@ -94,6 +95,8 @@ pub(crate) struct Feed {
     tx: broadcast::Sender<Batch>,
     order: Arc<Mutex<()>>,
     streams: Arc<Semaphore>,
+    /// Bumped whenever the aggregates changed (see [`Feed::aggregates_version`]).
+    aggregates: Arc<AtomicU64>,
 }
 
 impl Feed {
@@ -104,7 +107,19 @@ impl Feed {
             tx,
             order: Arc::new(Mutex::new(())),
             streams: Arc::new(Semaphore::new(max_streams)),
+            aggregates: Arc::default(),
         }
+    }
+
+    /// Records that a transaction of the aggregates consumer committed.
+    pub(crate) fn aggregates_changed(&self) {
+        self.aggregates.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every committed change of the aggregates in this process: what was
+    /// computed from them at one version is still current while it stays the same.
+    pub(crate) fn aggregates_version(&self) -> u64 {
+        self.aggregates.load(Ordering::Acquire)
     }
 
     /// Held by the audit writer from before its transaction until after [`Feed::publish`].

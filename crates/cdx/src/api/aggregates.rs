@@ -49,7 +49,7 @@ pub(super) async fn overview(
     State(cdx): State<CdxState>,
     _: Superadmin,
 ) -> Result<Json<Overview>, ApiError> {
-    Ok(Json(
-        store::overview(cdx.db().reader(), Timestamp::now(), OVERVIEW_DAYS).await?,
-    ))
+    let version = cdx.feed().aggregates_version();
+    let compute = store::overview(cdx.db().reader(), Timestamp::now(), OVERVIEW_DAYS);
+    Ok(Json(cdx.overview_cache().get(version, compute).await?))
 }

@@ -189,6 +189,8 @@ pub async fn seed(db: &Db, seed: &Seed<'_>, actor: &Actor) -> ApiResult<Tenant> 
     .await?
     .rows_affected();
     if inserted == 1 {
+        super::aggregates::ensure_summary(&mut tx, &candidate.id, candidate.created_at.millis())
+            .await?;
         let event = events::client(events::CLIENT_CREATED, &candidate, CLIENT_FIELDS, actor);
         record(&mut tx, &event).await?;
     }

@@ -166,7 +166,14 @@ async fn count_activity(conn: &mut AnyConnection, event: &Event) -> sqlx::Result
     Ok(())
 }
 
-async fn ensure_summary(conn: &mut AnyConnection, tenant: &str, at: i64) -> sqlx::Result<()> {
+/// Gives `tenant` its summary row (all counters zero) unless it has one. Every tenant gets
+/// it in the transaction that creates the tenant, so lists sorted by a counter can walk the
+/// summary's indexes instead of sorting every tenant.
+pub(super) async fn ensure_summary(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    at: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO tenant_summary (tenant_id, users_total, users_active, customers, \
          companies, open_deals, updated_at) VALUES ($1, 0, 0, 0, 0, 0, $2) \
@@ -667,6 +674,7 @@ pub async fn list_tenant_items(
         ));
     }
     let key = sort.key_sql();
+    let tiebreak = sort.tiebreak_sql();
     let (cmp, dir) = if sort.descending() {
         ("<", "DESC")
     } else {
@@ -677,11 +685,9 @@ pub async fn list_tenant_items(
             SortValue::Text(s) => Arg::Text(s),
             SortValue::Int(n) => Arg::Int(n),
         });
-        // The numbered placeholder `{v}` is used twice but bound once.
         let p = c.bind(Arg::Text(id));
-        c.and(format!(
-            "({key} {cmp} {v} OR ({key} = {v} AND t.id {cmp} {p}))"
-        ));
+        // A row-value comparison, so that the order's index gives the range.
+        c.and(format!("({key}, {tiebreak}) {cmp} ({v}, {p})"));
     }
     let where_sql = c.where_sql();
     let p = c.bind(Arg::Int(limit));
@@ -690,10 +696,10 @@ pub async fn list_tenant_items(
         .map(|col| format!("t.{}", col.trim()))
         .collect();
     let sql = format!(
-        "SELECT {}, {COUNTER_COLUMNS} FROM tenants t \
-         LEFT JOIN tenant_summary s ON s.tenant_id = t.id{where_sql} \
-         ORDER BY {key} {dir}, t.id {dir} LIMIT {p}",
-        columns.join(", ")
+        "SELECT {}, {COUNTER_COLUMNS} FROM {}{where_sql} \
+         ORDER BY {key} {dir}, {tiebreak} {dir} LIMIT {p}",
+        columns.join(", "),
+        sort.from_sql()
     );
     let rows = c.query(&sql).fetch_all(pool).await?;
     Ok(rows

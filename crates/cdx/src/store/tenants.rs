@@ -127,6 +127,7 @@ pub async fn create_tenant(
             "slug_taken",
             "a tenant with this slug already exists",
         ))?;
+    super::aggregates::ensure_summary(&mut tx, &tenant.id, tenant.created_at.millis()).await?;
     let mut event = events::tenant(events::TENANT_CREATED, &tenant, TENANT_FIELDS, actor);
     if let Some(admin) = admin {
         event.data["admin"] = serde_json::json!(admin);

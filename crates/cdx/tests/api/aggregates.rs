@@ -222,6 +222,9 @@ async fn deal_value_moves_between_currencies_and_statuses() {
         json!([{ "currency": "EUR", "open_value": 700 }])
     );
     // An update naming only a status keeps the known value and currency.
+    // The overview computed now is kept while nothing changes; the next event replaces it.
+    let o = app.get("/api/cdx/overview").await.body;
+    assert_ne!(o["totals"]["pipeline"], json!([]), "{o}");
     agg.handle(&event(
         "crm",
         "crm.deal.closed",
