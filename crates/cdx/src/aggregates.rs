@@ -424,7 +424,7 @@ impl TenantSort {
 
     /// The tables the list reads: for an order by a counter, driven by `tenant_summary`
     /// (every tenant has its row) to walk its index on that counter.
-    pub(crate) fn from_sql(self) -> &'static str {
+    pub(crate) fn tables_sql(self) -> &'static str {
         if self.by_counter() {
             "tenant_summary s JOIN tenants t ON t.id = s.tenant_id"
         } else {

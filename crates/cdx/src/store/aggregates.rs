@@ -699,7 +699,7 @@ pub async fn list_tenant_items(
         "SELECT {}, {COUNTER_COLUMNS} FROM {}{where_sql} \
          ORDER BY {key} {dir}, {tiebreak} {dir} LIMIT {p}",
         columns.join(", "),
-        sort.from_sql()
+        sort.tables_sql()
     );
     let rows = c.query(&sql).fetch_all(pool).await?;
     Ok(rows
