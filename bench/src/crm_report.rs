@@ -408,27 +408,7 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
         loads.push(("PostgreSQL create".into(), pg.create));
     }
     loads.extend(scale_notes);
-    let failures: Vec<String> = loads
-        .iter()
-        .filter(|(_, l)| l.other > 0 || l.errors > 0)
-        .map(|(name, l)| format!("{name}: {}", l.failures()))
-        .collect();
-    if failures.is_empty() {
-        let _ = writeln!(s, "- Every answer of every load run was 2xx.");
-    } else {
-        let _ = writeln!(
-            s,
-            "- Answers other than 2xx (not counted): {}.",
-            failures.join("; ")
-        );
-    }
-    let _ = writeln!(
-        s,
-        "- Other work on the machine (whole-machine CPU busy, checked before each step; the \
-         script waits for it to calm down): {}.",
-        text(&run, "/machine_busy_before")
-    );
-    let _ = write!(s, "{END}");
+    crate::report::close_section(&mut s, &loads, &run, END);
     Ok((s, table))
 }
 

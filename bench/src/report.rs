@@ -97,6 +97,32 @@ impl Load {
     }
 }
 
+/// The notes that close a section with load runs: which answers were not 2xx (if any), and
+/// how busy the machine was before each step; then the `end` marker.
+pub(crate) fn close_section(s: &mut String, loads: &[(String, Load)], run: &Value, end: &str) {
+    let failures: Vec<String> = loads
+        .iter()
+        .filter(|(_, l)| l.other > 0 || l.errors > 0)
+        .map(|(name, l)| format!("{name}: {}", l.failures()))
+        .collect();
+    if failures.is_empty() {
+        let _ = writeln!(s, "- Every answer of every load run was 2xx.");
+    } else {
+        let _ = writeln!(
+            s,
+            "- Answers other than 2xx (not counted): {}.",
+            failures.join("; ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- Other work on the machine (whole-machine CPU busy, checked before each step; the \
+         script waits for it to calm down): {}.",
+        text(run, "/machine_busy_before")
+    );
+    let _ = write!(s, "{end}");
+}
+
 /// One row of the table.
 pub(crate) struct Row {
     pub(crate) name: String,
