@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use platform::db::Db;
-use platform::events::{begin_once, Event, EventHandler, HandlerError};
+use platform::events::{claim, Event, EventHandler, HandlerError};
 use platform::ids::Timestamp;
 use platform::tenants::TenantStatus;
 use serde::Serialize;
@@ -109,41 +109,26 @@ impl EventHandler for Aggregates {
     }
 
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let Some(mut tx) = begin_once(&self.db, CONSUMER, event).await? else {
-            return Ok(());
-        };
-        store::apply_event(&mut tx, event).await?;
-        tx.commit().await?;
-        self.feed.aggregates_changed();
-        self.announce(event.tenant_id.iter().cloned().collect())
-            .await;
-        Ok(())
+        self.handle_batch(&[event]).await
     }
 
     async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
         let mut tx = self.db.begin().await?;
-        let mut touched = BTreeSet::new();
-        for event in events {
-            let fresh = sqlx::query(
-                "INSERT INTO processed_events (consumer, event_id, processed_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(CONSUMER)
-            .bind(&event.id)
-            .bind(Timestamp::now().millis())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fresh > 0 {
-                store::apply_event(&mut tx, event).await?;
-                touched.extend(event.tenant_id.iter().cloned());
-            }
+        let fresh = claim(&self.db, &mut tx, CONSUMER, events).await?;
+        if fresh.is_empty() {
+            tx.rollback().await?;
+            return Ok(());
         }
+        store::apply_events(&mut tx, self.db.backend(), &fresh).await?;
         tx.commit().await?;
-        if !touched.is_empty() {
-            self.feed.aggregates_changed();
-        }
-        self.announce(touched).await;
+        self.feed.aggregates_changed();
+        self.announce(
+            fresh
+                .iter()
+                .filter_map(|event| event.tenant_id.clone())
+                .collect(),
+        )
+        .await;
         Ok(())
     }
 }

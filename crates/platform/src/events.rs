@@ -165,21 +165,44 @@ pub async fn begin_once(
     event: &Event,
 ) -> Result<Option<Transaction<'static, Any>>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(&event.id)
-    .bind(Timestamp::now().millis())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+    if claim(db, &mut tx, consumer, &[event]).await?.is_empty() {
         tx.rollback().await?;
         return Ok(None);
     }
     Ok(Some(tx))
+}
+
+/// Rows per dedup insert (3 parameters each, well under every backend's limit).
+const CLAIM_CHUNK: usize = 500;
+
+/// Writes `consumer`'s dedup rows for `events` in the transaction `conn` of `db` and
+/// answers the events not applied before, in order, each once (a repeat within `events`
+/// counts as applied): the ones the caller applies in that same transaction.
+pub async fn claim<'e>(
+    db: &Db,
+    conn: &mut AnyConnection,
+    consumer: &str,
+    events: &[&'e Event],
+) -> Result<Vec<&'e Event>, sqlx::Error> {
+    let now = Timestamp::now().millis();
+    let mut fresh: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for chunk in events.chunks(CLAIM_CHUNK) {
+        let sql = format!(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING event_id",
+            crate::sql::values_list(db.backend(), chunk.len(), 3)
+        );
+        let mut insert = sqlx::query_scalar::<_, String>(&sql);
+        for event in chunk {
+            insert = insert.bind(consumer).bind(&event.id).bind(now);
+        }
+        fresh.extend(insert.fetch_all(&mut *conn).await?);
+    }
+    Ok(events
+        .iter()
+        .filter(|event| fresh.remove(&event.id))
+        .copied()
+        .collect())
 }
 
 /// The in-process event bus: delivers each event to every interested handler.

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use platform::db::contains_pattern;
-use platform::db::Db;
+use platform::db::{Backend, Db};
 use platform::events::Event;
 use platform::facts::{TenantFacts, RECENT_LOGINS_MS};
 use platform::ids::Timestamp;
+use platform::sql::values_list;
 use platform::ApiResult;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -29,10 +30,39 @@ pub(crate) fn day_of(at: Timestamp) -> String {
 
 // Applying events
 
-/// Applies one event's effect on the aggregates (the caller dedups and commits).
-pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx::Result<()> {
+/// Applies the effect of `events` (fresh ones, in order) on the aggregates in the
+/// transaction `conn` of a database on `backend` (the caller dedups and commits). A batch
+/// costs a few statements, not a few per event: the activity per day and the summary
+/// counters are folded in memory first, then written once per day and tenant.
+pub(crate) async fn apply_events(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    events: &[&Event],
+) -> sqlx::Result<()> {
+    count_activity(conn, backend, events).await?;
+    let mut counters = PendingCounters::default();
+    let mut logins = false;
+    for event in events {
+        logins |= event.event_type == "auth.login.succeeded";
+        apply_event(conn, event, &mut counters).await?;
+    }
+    counters.flush(conn).await?;
+    if logins {
+        sqlx::query("DELETE FROM tenant_logins WHERE at < $1")
+            .bind(Timestamp::now().millis() - RECENT_LOGINS_MS)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies one event's effect on the aggregates, its counter changes into `counters`.
+async fn apply_event(
+    conn: &mut AnyConnection,
+    event: &Event,
+    counters: &mut PendingCounters,
+) -> sqlx::Result<()> {
     let at = event.occurred_at.millis();
-    count_activity(conn, event).await?;
     let Some(tenant) = event.tenant_id.as_deref() else {
         return Ok(());
     };
@@ -57,6 +87,8 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
     match event.event_type.as_str() {
         crate::events::TENANT_CREATED => ensure_summary(conn, tenant, at).await?,
         crate::events::TENANT_DELETED => {
+            // Changes folded before the deletion must not bring the summary back.
+            counters.forget(tenant);
             for table in TENANT_TABLES {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(tenant)
@@ -65,7 +97,7 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
             }
         }
         "auth.user.created" | "auth.user.updated" | "auth.user.deleted" => {
-            apply_user(conn, tenant, event).await?;
+            apply_user(conn, tenant, event, counters).await?;
         }
         "auth.login.succeeded" => {
             // Keyed by the session the login opened, as auth's facts name it, so that a
@@ -80,46 +112,38 @@ pub(crate) async fn apply_event(conn: &mut AnyConnection, event: &Event) -> sqlx
             .bind(at)
             .execute(&mut *conn)
             .await?;
-            sqlx::query("DELETE FROM tenant_logins WHERE at < $1")
-                .bind(Timestamp::now().millis() - RECENT_LOGINS_MS)
-                .execute(&mut *conn)
-                .await?;
         }
-        "crm.customer.created" => bump(conn, tenant, &[("customers", 1)], at).await?,
-        "crm.customer.deleted" => bump(conn, tenant, &[("customers", -1)], at).await?,
-        "crm.company.created" => bump(conn, tenant, &[("companies", 1)], at).await?,
-        "crm.company.deleted" => bump(conn, tenant, &[("companies", -1)], at).await?,
+        "crm.customer.created" => counters.add(tenant, &[("customers", 1)], at),
+        "crm.customer.deleted" => counters.add(tenant, &[("customers", -1)], at),
+        "crm.company.created" => counters.add(tenant, &[("companies", 1)], at),
+        "crm.company.deleted" => counters.add(tenant, &[("companies", -1)], at),
         "crm.customers.imported" => {
             let customers = data["created"].as_i64().unwrap_or(0);
             let companies = data["companies_created"].as_i64().unwrap_or(0);
-            bump(
-                conn,
+            counters.add(
                 tenant,
                 &[("customers", customers), ("companies", companies)],
                 at,
-            )
-            .await?;
+            );
         }
-        crate::aggregates::CMS_ITEM_CREATED => {
-            bump(conn, tenant, &[("content_items", 1)], at).await?;
-        }
-        crate::aggregates::CMS_ITEM_DELETED => {
-            bump(conn, tenant, &[("content_items", -1)], at).await?;
-        }
+        crate::aggregates::CMS_ITEM_CREATED => counters.add(tenant, &[("content_items", 1)], at),
+        crate::aggregates::CMS_ITEM_DELETED => counters.add(tenant, &[("content_items", -1)], at),
         crate::aggregates::ANALYTICS_EVENTS_COUNTED => {
             let count = data["count"].as_i64().unwrap_or(0);
-            bump(conn, tenant, &[("analytics_events", count)], at).await?;
+            counters.add(tenant, &[("analytics_events", count)], at);
         }
         crate::aggregates::BILLING_SUBSCRIPTION_CHANGED => {
-            apply_subscription(conn, tenant, data, at).await?;
+            apply_subscription(conn, tenant, data, at, counters).await?;
         }
         "crm.deal.created"
         | "crm.deal.updated"
         | "crm.deal.stage_changed"
         | "crm.deal.closed"
-        | "crm.deal.deleted" => apply_deal(conn, tenant, event).await?,
+        | "crm.deal.deleted" => apply_deal(conn, tenant, event, counters).await?,
         "crm.tenant.purged" => {
-            // Only a tenant that still exists keeps a (zeroed) summary.
+            // Only a tenant that still exists keeps a (zeroed) summary; CRM changes folded
+            // before the purge are written first, then zeroed with the rest.
+            counters.flush_tenant(conn, tenant).await?;
             sqlx::query(
                 "UPDATE tenant_summary SET customers = 0, companies = 0, open_deals = 0, \
                  updated_at = $2 WHERE tenant_id = $1",
@@ -149,20 +173,38 @@ const TENANT_TABLES: &[&str] = &[
     "tenant_logins",
 ];
 
-/// One more event (and login) of the event's tenant on its day.
-async fn count_activity(conn: &mut AnyConnection, event: &Event) -> sqlx::Result<()> {
-    let logins = i64::from(event.event_type == "auth.login.succeeded");
-    sqlx::query(
-        "INSERT INTO activity_daily (tenant_id, day, logins, events) VALUES ($1, $2, $3, 1) \
-         ON CONFLICT (tenant_id, day) DO UPDATE SET \
-         logins = activity_daily.logins + excluded.logins, \
-         events = activity_daily.events + 1",
-    )
-    .bind(event.tenant_id.as_deref().unwrap_or(""))
-    .bind(day_of(event.occurred_at))
-    .bind(logins)
-    .execute(conn)
-    .await?;
+/// Rows per activity upsert (4 parameters each).
+const ACTIVITY_CHUNK: usize = 200;
+
+/// Counts `events` (and the logins among them) into their tenant's day, one row per
+/// tenant and day.
+async fn count_activity(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    events: &[&Event],
+) -> sqlx::Result<()> {
+    let mut days: BTreeMap<(&str, String), (i64, i64)> = BTreeMap::new();
+    for event in events {
+        let tenant = event.tenant_id.as_deref().unwrap_or("");
+        let count = days.entry((tenant, day_of(event.occurred_at))).or_default();
+        count.0 += i64::from(event.event_type == "auth.login.succeeded");
+        count.1 += 1;
+    }
+    let days: Vec<_> = days.into_iter().collect();
+    for chunk in days.chunks(ACTIVITY_CHUNK) {
+        let sql = format!(
+            "INSERT INTO activity_daily (tenant_id, day, logins, events) VALUES {} \
+             ON CONFLICT (tenant_id, day) DO UPDATE SET \
+             logins = activity_daily.logins + excluded.logins, \
+             events = activity_daily.events + excluded.events",
+            values_list(backend, chunk.len(), 4)
+        );
+        let mut upsert = sqlx::query(&sql);
+        for ((tenant, day), (logins, events)) in chunk {
+            upsert = upsert.bind(*tenant).bind(day).bind(*logins).bind(*events);
+        }
+        upsert.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -186,27 +228,87 @@ pub(super) async fn ensure_summary(
     Ok(())
 }
 
-/// Adds the deltas to the tenant's counters (columns from a fixed list, never input).
-async fn bump(
+/// The counters of `tenant_summary` (never NULL, unlike the slots): the ones the services'
+/// facts determine.
+const COUNTERS: &[&str] = &[
+    "users_total",
+    "users_active",
+    "customers",
+    "companies",
+    "open_deals",
+];
+
+/// Summary changes of a batch not written yet, per tenant: what to add to which counter
+/// (columns from a fixed list, never input), and the time of the last event that touched
+/// the tenant (its `updated_at`).
+#[derive(Debug, Default)]
+struct PendingCounters {
+    tenants: BTreeMap<String, (BTreeMap<&'static str, i64>, i64)>,
+}
+
+impl PendingCounters {
+    /// Adds `deltas` to the tenant's counters, touched at `at`.
+    fn add(&mut self, tenant: &str, deltas: &[(&'static str, i64)], at: i64) {
+        let (sums, touched) = self.tenants.entry(tenant.to_string()).or_default();
+        for (column, delta) in deltas {
+            *sums.entry(column).or_default() += delta;
+        }
+        *touched = at;
+    }
+
+    /// Drops the tenant's changes.
+    fn forget(&mut self, tenant: &str) {
+        self.tenants.remove(tenant);
+    }
+
+    /// Writes every tenant's changes.
+    async fn flush(&mut self, conn: &mut AnyConnection) -> sqlx::Result<()> {
+        for (tenant, (sums, at)) in std::mem::take(&mut self.tenants) {
+            write_counters(conn, &tenant, &sums, at).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the tenant's changes now.
+    async fn flush_tenant(&mut self, conn: &mut AnyConnection, tenant: &str) -> sqlx::Result<()> {
+        match self.tenants.remove(tenant) {
+            Some((sums, at)) => write_counters(conn, tenant, &sums, at).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Adds `sums` to the tenant's summary row (made when missing) and sets its `updated_at`:
+/// one statement. A slot is NULL until its service's first change, which starts it from
+/// zero.
+async fn write_counters(
     conn: &mut AnyConnection,
     tenant: &str,
-    deltas: &[(&'static str, i64)],
+    sums: &BTreeMap<&'static str, i64>,
     at: i64,
 ) -> sqlx::Result<()> {
-    ensure_summary(conn, tenant, at).await?;
-    // A slot is NULL until its service's first event: that event starts it from zero.
-    let sets: Vec<String> = deltas
-        .iter()
-        .map(|(column, delta)| format!("{column} = COALESCE({column}, 0) + ({delta})"))
+    let slots: Vec<&str> = sums
+        .keys()
+        .copied()
+        .filter(|column| !COUNTERS.contains(column))
         .collect();
-    sqlx::query(&format!(
-        "UPDATE tenant_summary SET {}, updated_at = $2 WHERE tenant_id = $1",
+    let columns: Vec<&str> = COUNTERS.iter().copied().chain(slots).collect();
+    let sets: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = COALESCE(tenant_summary.{c}, 0) + excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO tenant_summary (tenant_id, {}, updated_at) VALUES ({}) \
+         ON CONFLICT (tenant_id) DO UPDATE SET {}, updated_at = excluded.updated_at",
+        columns.join(", "),
+        platform::sql::placeholders(1, columns.len() + 2),
         sets.join(", ")
-    ))
-    .bind(tenant)
-    .bind(at)
-    .execute(conn)
-    .await?;
+    );
+    let mut upsert = sqlx::query(&sql).bind(tenant);
+    for column in &columns {
+        upsert = upsert.bind(sums.get(column).copied().unwrap_or(0));
+    }
+    upsert.bind(at).execute(conn).await?;
     Ok(())
 }
 
@@ -217,26 +319,31 @@ async fn apply_subscription(
     tenant: &str,
     data: &Value,
     at: i64,
+    counters: &mut PendingCounters,
 ) -> sqlx::Result<()> {
     ensure_summary(conn, tenant, at).await?;
+    counters.add(tenant, &[], at);
     let plan = data["plan"].as_str();
     let revenue = plan.and(data["mrr"].as_i64().zip(data["currency"].as_str()));
     sqlx::query(
-        "UPDATE tenant_summary SET plan = $2, mrr = $3, mrr_currency = $4, updated_at = $5 \
-         WHERE tenant_id = $1",
+        "UPDATE tenant_summary SET plan = $2, mrr = $3, mrr_currency = $4 WHERE tenant_id = $1",
     )
     .bind(tenant)
     .bind(plan)
     .bind(revenue.map(|(mrr, _)| mrr))
     .bind(revenue.map(|(_, currency)| currency.to_ascii_uppercase()))
-    .bind(at)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// `auth.user.*`: the user's status moves the total and active counters.
-async fn apply_user(conn: &mut AnyConnection, tenant: &str, event: &Event) -> sqlx::Result<()> {
+async fn apply_user(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    event: &Event,
+    counters: &mut PendingCounters,
+) -> sqlx::Result<()> {
     let user = &event.aggregate_id;
     let old: Option<String> =
         sqlx::query_scalar("SELECT status FROM tenant_users WHERE tenant_id = $1 AND user_id = $2")
@@ -270,16 +377,15 @@ async fn apply_user(conn: &mut AnyConnection, tenant: &str, event: &Event) -> sq
     }
     let exists = |s: &Option<String>| i64::from(s.is_some());
     let active = |s: &Option<String>| i64::from(s.as_deref() == Some("active"));
-    bump(
-        conn,
+    counters.add(
         tenant,
         &[
             ("users_total", exists(&new) - exists(&old)),
             ("users_active", active(&new) - active(&old)),
         ],
         event.occurred_at.millis(),
-    )
-    .await
+    );
+    Ok(())
 }
 
 /// A deal's status, value and currency as last seen.
@@ -297,7 +403,12 @@ impl DealState {
 }
 
 /// `crm.deal.*`: moves the deal's value out of the pipeline as it was and into it as it is.
-async fn apply_deal(conn: &mut AnyConnection, tenant: &str, event: &Event) -> sqlx::Result<()> {
+async fn apply_deal(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    event: &Event,
+    counters: &mut PendingCounters,
+) -> sqlx::Result<()> {
     let deal = &event.aggregate_id;
     let at = event.occurred_at.millis();
     let old = sqlx::query(
@@ -366,7 +477,8 @@ async fn apply_deal(conn: &mut AnyConnection, tenant: &str, event: &Event) -> sq
         open_delta += 1;
         add_pipeline(conn, tenant, &n.currency, n.value).await?;
     }
-    bump(conn, tenant, &[("open_deals", open_delta)], at).await
+    counters.add(tenant, &[("open_deals", open_delta)], at);
+    Ok(())
 }
 
 async fn add_pipeline(
@@ -723,16 +835,6 @@ const RECORD_TABLES: &[&str] = &[
     "tenant_logins",
 ];
 
-/// The counters of `tenant_summary` that the services' facts determine (the slots of
-/// services without facts are left as they are).
-const FACT_COUNTERS: &[&str] = &[
-    "users_total",
-    "users_active",
-    "customers",
-    "companies",
-    "open_deals",
-];
-
 /// Every fact-backed counter of every tenant at `now`: `(tenant, counter)` → value; pipeline
 /// values as `pipeline.<currency>`, recent logins as `logins_24h`.
 async fn snapshot(
@@ -742,13 +844,13 @@ async fn snapshot(
     let mut out = BTreeMap::new();
     let rows = sqlx::query(&format!(
         "SELECT tenant_id, {} FROM tenant_summary",
-        FACT_COUNTERS.join(", ")
+        COUNTERS.join(", ")
     ))
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
         let tenant: String = row.try_get("tenant_id")?;
-        for counter in FACT_COUNTERS {
+        for counter in COUNTERS {
             out.insert(
                 (tenant.clone(), counter.to_string()),
                 row.try_get(*counter)?,

@@ -16,7 +16,7 @@
 //!   overtakes a failing one. After a crash, unacknowledged messages come again after the ack
 //!   wait; handlers dedup by event id, so a redelivery has no second effect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -300,27 +300,43 @@ impl Nats {
 
     /// Publishes `event` of `service` and waits for its ack; answers the stream sequence.
     pub async fn publish(&self, service: &str, event: &Event) -> Result<u64, HandlerError> {
+        let ack = self.send(service, event).await?;
+        self.acknowledged(service, ack).await
+    }
+
+    /// Sends `event` of `service` without waiting for the server's ack, which the answer
+    /// awaits ([`Nats::acknowledged`]).
+    async fn send(
+        &self,
+        service: &str,
+        event: &Event,
+    ) -> Result<jetstream::context::PublishAckFuture, HandlerError> {
         // While disconnected the client would buffer the message and send it on reconnect,
         // possibly after a later one; failing now keeps the order (the row stays).
         self.check_connected()?;
         let payload = serde_json::to_vec(event).map_err(err)?;
-        let publish = async {
-            self.0
-                .js
-                .send_publish(
-                    self.subject(service, event),
-                    jetstream::context::Publish::build()
-                        .payload(payload.into())
-                        .message_id(&event.id),
-                )
-                .await
-                .map_err(err)?
-                .await
-                .map_err(err)
-        };
-        let ack = tokio::time::timeout(self.0.timeout, publish)
+        let send = self.0.js.send_publish(
+            self.subject(service, event),
+            jetstream::context::Publish::build()
+                .payload(payload.into())
+                .message_id(&event.id),
+        );
+        tokio::time::timeout(self.0.timeout, send)
             .await
-            .map_err(|_| err("publish not acknowledged in time"))??;
+            .map_err(|_| err("publish not sent in time"))?
+            .map_err(err)
+    }
+
+    /// Waits for the server's ack of a sent event of `service`; answers its stream sequence.
+    async fn acknowledged(
+        &self,
+        service: &str,
+        ack: jetstream::context::PublishAckFuture,
+    ) -> Result<u64, HandlerError> {
+        let ack = tokio::time::timeout(self.0.timeout, ack)
+            .await
+            .map_err(|_| err("publish not acknowledged in time"))?
+            .map_err(err)?;
         self.with_position(service, |p| p.published = p.published.max(ack.sequence));
         Ok(ack.sequence)
     }
@@ -352,13 +368,47 @@ impl Destination for NatsPublisher {
                 return (0, Some(e));
             }
         }
+        // Up to `IN_FLIGHT` events are sent before the first ack is awaited, so the round
+        // trips overlap; the server stores them in the order they were sent on the one
+        // connection, and a message id makes a resent event a duplicate it drops. The
+        // events handed on are those acked before the first failure.
+        let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
+        let mut failure = None;
         for (i, event) in events.iter().enumerate() {
-            if let Err(e) = self.nats.publish(service, event).await {
-                self.nats.forget_stream(service);
-                return (i, Some(e));
+            if in_flight.len() == IN_FLIGHT {
+                if let Some((j, ack)) = in_flight.pop_front() {
+                    if let Err(e) = self.nats.acknowledged(service, ack).await {
+                        failure = Some((j, e));
+                        break;
+                    }
+                }
+            }
+            match self.nats.send(service, event).await {
+                Ok(ack) => in_flight.push_back((i, ack)),
+                Err(e) => {
+                    failure = Some((i, e));
+                    break;
+                }
             }
         }
-        (events.len(), None)
+        // Every ack sent before a failure is still awaited: an earlier event may have
+        // failed too, and the prefix handed on ends at the first failure.
+        for (j, ack) in in_flight {
+            if failure.as_ref().is_some_and(|(first, _)| *first < j) {
+                break;
+            }
+            if let Err(e) = self.nats.acknowledged(service, ack).await {
+                failure = Some((j, e));
+                break;
+            }
+        }
+        match failure {
+            Some((i, e)) => {
+                self.nats.forget_stream(service);
+                (i, Some(e))
+            }
+            None => (events.len(), None),
+        }
     }
 
     async fn settle(&self, service: &str) -> Result<(), HandlerError> {
@@ -367,6 +417,8 @@ impl Destination for NatsPublisher {
 }
 
 const BATCH: usize = 256;
+/// Events a relay sends to JetStream before it waits for the first ack.
+const IN_FLIGHT: usize = 64;
 /// How long an idle consumer's pull request waits for a message.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
