@@ -93,7 +93,24 @@ pub async fn up(settings: Settings, options: UpOptions) -> anyhow::Result<()> {
             std::process::id().to_string(),
         ),
     ];
+    // The services believe the `X-Forwarded-For` of the gateway, which runs on this
+    // machine, so the audit trail and the limits see the clients, not the gateway.
+    let mut trusted = settings.http.trusted_proxies.clone();
+    for loopback in [
+        std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ] {
+        let proxy = loopback.into();
+        if !trusted.contains(&proxy) {
+            trusted.push(proxy);
+        }
+    }
+    let trusted = serde_json::to_string(&trusted).context("encoding the trusted proxies")?;
     for service in SERVICES.iter().map(|s| s.name).chain(["gateway"]) {
+        let mut env = env.clone();
+        if service != "gateway" {
+            env.push(("METATRON_HTTP_TRUSTED_PROXIES".to_string(), trusted.clone()));
+        }
         let mut command = vec![exe.clone()];
         command.extend(common.iter().cloned());
         command.extend(["--service".to_string(), service.to_string()]);
@@ -105,7 +122,7 @@ pub async fn up(settings: Settings, options: UpOptions) -> anyhow::Result<()> {
         children.push(Arc::new(Supervised {
             name: service.to_string(),
             command,
-            env: env.clone(),
+            env,
             pid: Mutex::new(None),
         }));
     }

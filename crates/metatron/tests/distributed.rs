@@ -102,9 +102,12 @@ async fn the_distributed_stack_serves_like_all_in_one() {
         .login("john.doe@demo.com", "demo123")
         .await
         .expect("john logs in");
+    // The crm believes the gateway's X-Forwarded-For (`metatron up` makes it a trusted
+    // proxy), so the audit trail records the client's address, not the gateway's.
     let created = http
         .post(format!("{base}/api/crm/customers"))
         .bearer_auth(&john)
+        .header("x-forwarded-for", "203.0.113.7")
         .json(
             &json!({"first_name": "Dora", "last_name": "Distributed", "email": "dora@example.com"}),
         )
@@ -112,6 +115,7 @@ async fn the_distributed_stack_serves_like_all_in_one() {
         .await
         .expect("create");
     assert_eq!(created.status(), 201);
+    let dora: Value = created.json().await.expect("json");
     let list: Value = http
         .get(format!("{base}/api/crm/customers?q=dora"))
         .bearer_auth(&john)
@@ -178,6 +182,18 @@ async fn the_distributed_stack_serves_like_all_in_one() {
             Err(_) => return false,
         };
         overview["totals"]["customers"] == 3 && overview["tenants"]["total"] == 2
+    })
+    .await;
+    let dora_audit = format!(
+        "{base}/api/cdx/audit?action=crm.customer.created&target={}",
+        dora["id"].as_str().expect("id")
+    );
+    eventually(Duration::from_secs(30), || async {
+        let audit: Value = match http.get(&dora_audit).bearer_auth(&admin).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        audit["items"][0]["ip"] == "203.0.113.7"
     })
     .await;
 

@@ -185,6 +185,55 @@ pub struct HttpSettings {
     /// Token bucket per tenant, keyed by the `tid` of a verified access token:
     /// `[http.rate_limit_per_tenant]`. Same default as the gateway's.
     pub rate_limit_per_tenant: RateLimit,
+    /// Proxies (addresses or networks, `"10.0.0.7"`, `"10.0.0.0/8"`) whose
+    /// `X-Forwarded-For` names the client: a request from one of them counts as coming
+    /// from the address it names (audit trail, rate limits). Empty (the default): the TCP
+    /// peer is the client.
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// An address or network whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustedProxy(ipnet::IpNet);
+
+impl TrustedProxy {
+    /// Whether `ip` is this proxy, or in this network.
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(TrustedProxy)
+            .map_err(|_| format!("`{s}` is neither an IP address nor a network such as 10.0.0.0/8"))
+    }
+}
+
+impl From<std::net::IpAddr> for TrustedProxy {
+    fn from(ip: std::net::IpAddr) -> Self {
+        TrustedProxy(ip.into())
+    }
+}
+
+impl TryFrom<String> for TrustedProxy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<TrustedProxy> for String {
+    fn from(proxy: TrustedProxy) -> String {
+        proxy.0.to_string()
+    }
 }
 
 impl Default for HttpSettings {
@@ -195,6 +244,7 @@ impl Default for HttpSettings {
             shutdown_grace_ms: 10_000,
             rate_limit_per_ip: RateLimit::PER_IP,
             rate_limit_per_tenant: RateLimit::PER_TENANT,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -293,6 +343,31 @@ mod tests {
             jail.set_env("METATRON_PORT", "many");
             let err = load::<Tree>(None, SECTIONS, Overrides::new()).expect_err("must fail");
             assert!(err.contains("`port`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct WithHttp {
+        http: HttpSettings,
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_environment_and_bad_ones_are_named() {
+        figment::Jail::expect_with(|jail| {
+            // As `metatron up` passes them to its services.
+            let proxies: Vec<TrustedProxy> = vec![
+                "127.0.0.1".parse().map_err(|e: String| e)?,
+                "10.0.0.0/8".parse().map_err(|e: String| e)?,
+            ];
+            let encoded = serde_json::to_string(&proxies).map_err(|e| e.to_string())?;
+            jail.set_env("METATRON_HTTP_TRUSTED_PROXIES", &encoded);
+            let tree: WithHttp = load(None, &["http"], Overrides::new())?;
+            assert_eq!(tree.http.trusted_proxies, proxies);
+            jail.set_env("METATRON_HTTP_TRUSTED_PROXIES", r#"["10.0.0.300"]"#);
+            let err = load::<WithHttp>(None, &["http"], Overrides::new()).expect_err("must fail");
+            assert!(err.contains("10.0.0.300"), "{err}");
             Ok(())
         });
     }

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::config::HttpSettings;
+use crate::config::{HttpSettings, TrustedProxy};
 use crate::error::ApiError;
 use crate::limit::{rate_limited, Limiter, Scope};
 use crate::token::Verifier;
@@ -237,7 +237,58 @@ fn layers(router: Router, settings: &HttpSettings, verifier: Option<Verifier>) -
     if limits.per_ip.enabled() || limits.verifier.is_some() {
         router = router.layer(middleware::from_fn_with_state(Arc::new(limits), rate_limit));
     }
-    router.layer(middleware::from_fn(request_id_and_trace))
+    router = router.layer(middleware::from_fn(request_id_and_trace));
+    // Outermost, so the log, the limits and the handlers all see the client.
+    if !settings.trusted_proxies.is_empty() {
+        let trusted: Arc<[TrustedProxy]> = settings.trusted_proxies.clone().into();
+        router = router.layer(middleware::from_fn_with_state(trusted, client_behind_proxy));
+    }
+    router
+}
+
+/// Records the client a trusted proxy names as the request's peer.
+async fn client_behind_proxy(
+    State(trusted): State<Arc<[TrustedProxy]>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Some(peer) = peer_addr(&req) {
+        if let Some(client) = forwarded_client(peer.ip(), req.headers(), &trusted) {
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
+        }
+    }
+    next.run(req).await
+}
+
+/// The client of a request from `peer` as `X-Forwarded-For` names it, when `peer` is one of
+/// the `trusted` proxies: the right-most address no trusted proxy added (each proxy appends
+/// the address it got the request from, so addresses left of that one are the client's
+/// word, which anyone can forge), or the left-most when every one is trusted. `None` keeps
+/// the peer: an untrusted peer, no header, or an entry that is not an address.
+pub fn forwarded_client(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[TrustedProxy],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|proxy| proxy.contains(ip));
+    if !is_trusted(&peer) {
+        return None;
+    }
+    let mut client = None;
+    let values: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect::<Option<_>>()?;
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let ip = entry.trim().parse::<IpAddr>().ok()?;
+        client = Some(ip);
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// The edge's rate limits (see [`crate::limit`]).
@@ -596,6 +647,92 @@ mod tests {
                 .insert(ConnectInfo(SocketAddr::from((ip, 40_000))));
         }
         req
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_nobody_else_does() {
+        let trusted: Vec<TrustedProxy> = ["10.0.0.0/8", "::1"]
+            .iter()
+            .map(|s| s.parse().expect("proxy"))
+            .collect();
+        let client = |peer: &str, forwarded: &[&str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for value in forwarded {
+                headers.append(
+                    "x-forwarded-for",
+                    HeaderValue::from_str(value).expect("value"),
+                );
+            }
+            forwarded_client(peer.parse().expect("peer"), &headers, &trusted)
+                .map(|ip| ip.to_string())
+        };
+        let some = |ip: &str| Some(ip.to_string());
+        // The right-most address a trusted proxy did not add; what the client wrote to the
+        // left of it is not believed.
+        assert_eq!(client("10.0.0.7", &["203.0.113.9"]), some("203.0.113.9"));
+        assert_eq!(
+            client("10.0.0.7", &["6.6.6.6, 203.0.113.9, 10.1.2.3"]),
+            some("203.0.113.9")
+        );
+        assert_eq!(
+            client("::1", &["6.6.6.6", "203.0.113.9, 10.1.2.3"]),
+            some("203.0.113.9")
+        );
+        assert_eq!(client("::1", &["2001:db8::1"]), some("2001:db8::1"));
+        // Every hop trusted: the first one is the client.
+        assert_eq!(
+            client("10.0.0.7", &["10.9.9.9, 10.1.1.1"]),
+            some("10.9.9.9")
+        );
+        // An untrusted peer, no header, or garbage: the peer stays the client.
+        assert_eq!(client("192.0.2.1", &["203.0.113.9"]), None);
+        assert_eq!(client("10.0.0.7", &[]), None);
+        assert_eq!(client("10.0.0.7", &["203.0.113.9, nonsense"]), None);
+        assert_eq!(client("10.0.0.7", &["203.0.113.9,"]), None);
+        assert!("10.0.0.0/33".parse::<TrustedProxy>().is_err());
+        assert!("proxy.example".parse::<TrustedProxy>().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_client_behind_a_trusted_proxy_is_the_one_rate_limited() {
+        let settings = HttpSettings {
+            rate_limit_per_ip: limited(1.0, 1),
+            trusted_proxies: vec!["10.0.0.1".parse().expect("proxy")],
+            ..HttpSettings::default()
+        };
+        let app = edge(
+            Router::new().route(
+                "/x",
+                axum::routing::get(|meta: crate::caller::RequestMeta| async move {
+                    meta.ip.unwrap_or_default()
+                }),
+            ),
+            &settings,
+        );
+        let call = |forwarded: &'static str| {
+            let app = app.clone();
+            async move {
+                let mut req = get("/x", None, Some([10, 0, 0, 1]));
+                req.headers_mut()
+                    .insert("x-forwarded-for", HeaderValue::from_static(forwarded));
+                let response = app.oneshot(req).await.expect("response");
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1024)
+                    .await
+                    .expect("body");
+                (status, String::from_utf8_lossy(&body).to_string())
+            }
+        };
+        assert_eq!(
+            call("198.51.100.1").await,
+            (StatusCode::OK, "198.51.100.1".to_string())
+        );
+        assert_eq!(call("198.51.100.1").await.0, StatusCode::TOO_MANY_REQUESTS);
+        // Another client behind the same proxy has a bucket of its own.
+        assert_eq!(
+            call("198.51.100.2").await,
+            (StatusCode::OK, "198.51.100.2".to_string())
+        );
     }
 
     #[tokio::test]
