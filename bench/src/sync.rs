@@ -160,6 +160,18 @@ impl Run {
             lags.push(u32::try_from(lag.as_micros()).unwrap_or(u32::MAX));
             last_seen = Some(*at);
         }
+        // Where in the run the lag grew: the worst lag of the events committed in each second.
+        let mut max_ms_by_second: Vec<f64> = Vec::new();
+        if let Some(first) = self.committed.first() {
+            for (committed, lag) in self.committed.iter().zip(&lags) {
+                let second = committed.duration_since(*first).as_secs() as usize;
+                if max_ms_by_second.len() <= second {
+                    max_ms_by_second.resize(second + 1, 0.0);
+                }
+                let lag_ms = f64::from(*lag) / 1000.0;
+                max_ms_by_second[second] = max_ms_by_second[second].max(lag_ms);
+            }
+        }
         let events = self.committed.len();
         let unseen = events - lags.len();
         let max_ms = lags
@@ -191,6 +203,7 @@ impl Run {
             "p50_ms": p50,
             "p99_ms": p99,
             "max_ms": max_ms,
+            "max_ms_by_second": max_ms_by_second,
             "unseen": unseen,
             // The consumer kept up when the last event showed within a second of its commit
             // (no backlog left when the emitter stopped).
