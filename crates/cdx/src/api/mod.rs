@@ -35,7 +35,7 @@ pub(crate) fn router() -> Router<CdxState> {
         aggregates::summary, aggregates::overview,
         services::list,
         audit::list, audit::tenant_list, audit::verify,
-        stream::stream, stream::tenant_stream,
+        stream::stream, stream::stream_ws, stream::tenant_stream, stream::tenant_stream_ws,
     ),
     components(schemas(
         crate::model::Client, crate::model::Tenant, crate::model::ServiceEntry,

@@ -14,6 +14,11 @@
 //! skips live entries at or below the last one it sent. The live feed carries entries in
 //! `seq` order, so that one comparison suffices.
 //!
+//! The same streams are served over WebSocket (`/api/cdx/stream/ws`,
+//! `/api/cdx/tenant-stream/ws`): one text message per event, `{"id": <seq or null>, "event":
+//! <name>, "data": <the same JSON>}`, with the same filters; `?after=` (or `Last-Event-ID`)
+//! resumes, and the final events below end with a close.
+//!
 //! A stream ends with a final `dropped` event when its client fell behind the live feed, or
 //! when more than [`MAX_REPLAY`] stored entries would have to be replayed; the client
 //! reconnects with `Last-Event-ID` and continues where it stopped. It ends with `expired`
@@ -24,13 +29,14 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use platform::caller::{AuthContext, Caller, Revocations, Superadmin, TenantAdmin};
 use platform::http::Query;
 use platform::ids::Timestamp;
@@ -52,6 +58,8 @@ pub(crate) const MAX_REPLAY: usize = 10_000;
 const REPLAY_PAGE: usize = 500;
 /// A comment line this often keeps idle connections (and proxies) open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A WebSocket client that takes longer than this to accept a message is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a stream that lagged while replaying goes back to the database before it
 /// gives up with `dropped`.
 const REPLAY_RETRIES: u32 = 3;
@@ -59,7 +67,9 @@ const REPLAY_RETRIES: u32 = 3;
 pub(super) fn router() -> Router<CdxState> {
     Router::new()
         .route("/api/cdx/stream", get(stream))
+        .route("/api/cdx/stream/ws", get(stream_ws))
         .route("/api/cdx/tenant-stream", get(tenant_stream))
+        .route("/api/cdx/tenant-stream/ws", get(tenant_stream_ws))
 }
 
 /// Filters and resume position of the superadmin's stream.
@@ -106,12 +116,40 @@ pub(super) async fn stream(
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
+    Ok(sse(superadmin_streamer(&cdx, &caller, &headers, params)?))
+}
+
+/// `/api/cdx/stream` over WebSocket: one text message per event,
+/// `{"id": <seq or null>, "event": <name>, "data": <JSON>}`.
+#[utoipa::path(get, path = "/api/cdx/stream/ws", tag = "cdx", security(("bearer" = [])),
+    params(StreamParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq")),
+    responses((status = 101, description = "Switched to WebSocket; one text message per event"),
+        (status = 400), (status = 401), (status = 403), (status = 503)))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn stream_ws(
+    State(cdx): State<CdxState>,
+    Superadmin(caller): Superadmin,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let streamer = superadmin_streamer(&cdx, &caller, &headers, params)?;
+    Ok(upgrade.on_upgrade(move |socket| forward(socket, streamer)))
+}
+
+fn superadmin_streamer(
+    cdx: &CdxState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    params: StreamParams,
+) -> Result<Streamer, ApiError> {
     let filter = LiveFilter {
         tenant_id: params.tenant,
         action: action(params.kind.as_deref())?,
     };
-    let after = resume_point(&headers, params.after)?;
-    open(&cdx, filter, after, &caller, true)
+    let after = resume_point(headers, params.after)?;
+    open(cdx, filter, after, caller, true)
 }
 
 /// The caller's own tenant's audit entries as they are committed (tenant admins, and the
@@ -130,12 +168,40 @@ pub(super) async fn tenant_stream(
     headers: HeaderMap,
     Query(params): Query<TenantStreamParams>,
 ) -> Result<Response, ApiError> {
+    Ok(sse(tenant_streamer(&cdx, &admin, &headers, params)?))
+}
+
+/// `/api/cdx/tenant-stream` over WebSocket, in the messages of `/api/cdx/stream/ws`.
+#[utoipa::path(get, path = "/api/cdx/tenant-stream/ws", tag = "cdx", security(("bearer" = [])),
+    params(TenantStreamParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq"),
+        ("X-Tenant" = Option<String>, Header, description = "Tenant slug or id (superadmin)")),
+    responses((status = 101, description = "Switched to WebSocket; one text message per event"),
+        (status = 400), (status = 401), (status = 403), (status = 404), (status = 503)))]
+#[tracing::instrument(skip_all)]
+pub(super) async fn tenant_stream_ws(
+    State(cdx): State<CdxState>,
+    admin: TenantAdmin,
+    headers: HeaderMap,
+    Query(params): Query<TenantStreamParams>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let streamer = tenant_streamer(&cdx, &admin, &headers, params)?;
+    Ok(upgrade.on_upgrade(move |socket| forward(socket, streamer)))
+}
+
+fn tenant_streamer(
+    cdx: &CdxState,
+    admin: &TenantAdmin,
+    headers: &HeaderMap,
+    params: TenantStreamParams,
+) -> Result<Streamer, ApiError> {
     let filter = LiveFilter {
         tenant_id: Some(admin.scope.tenant_id().to_string()),
         action: action(params.kind.as_deref())?,
     };
-    let after = resume_point(&headers, params.after)?;
-    open(&cdx, filter, after, &admin.caller, false)
+    let after = resume_point(headers, params.after)?;
+    open(cdx, filter, after, &admin.caller, false)
 }
 
 fn action(value: Option<&str>) -> Result<Option<ActionFilter>, ApiError> {
@@ -170,16 +236,15 @@ fn resume_point(headers: &HeaderMap, after: Option<i64>) -> Result<Option<i64>, 
     }
 }
 
-/// Opens a stream: admits it, subscribes to the live feed (before any replay reads the
-/// database), and answers with the event stream; with `summaries` it carries changed tenant
-/// summaries too.
+/// Opens a stream: admits it and subscribes to the live feed (before any replay reads the
+/// database); with `summaries` it carries changed tenant summaries too.
 fn open(
     cdx: &CdxState,
     filter: LiveFilter,
     after: Option<i64>,
     caller: &Caller,
     summaries: bool,
-) -> Result<Response, ApiError> {
+) -> Result<Streamer, ApiError> {
     let Some(permit) = cdx.feed().admit() else {
         return Err(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -188,7 +253,7 @@ fn open(
         ));
     };
     let rx = cdx.feed().subscribe();
-    let state = Streamer {
+    Ok(Streamer {
         cdx: cdx.clone(),
         filter,
         summaries,
@@ -204,15 +269,48 @@ fn open(
         revocations: AuthContext::from_ref(cdx).revocations,
         session: caller.session_id().to_string(),
         _permit: permit,
-    };
-    let mut response = Sse::new(events(state))
+    })
+}
+
+/// Answers with the stream as Server-Sent Events.
+fn sse(streamer: Streamer) -> Response {
+    let events = frames(streamer).map(|frame| Ok::<_, Infallible>(frame.into_sse()));
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
     // Proxies such as nginx must pass events on at once instead of buffering them.
     response
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
+}
+
+/// Sends the stream to a WebSocket client until either side ends it: a text message per
+/// event, a ping after [`KEEP_ALIVE`] without one, a close after the last event. A client
+/// that does not take a message within [`SEND_TIMEOUT`] is dropped; one that reads too
+/// slowly gets `dropped` as on SSE. Messages from the client are not read but to see it close.
+async fn forward(mut socket: WebSocket, streamer: Streamer) {
+    let frames = frames(streamer);
+    tokio::pin!(frames);
+    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    loop {
+        let message = tokio::select! {
+            frame = frames.next() => match frame {
+                Some(frame) => frame.into_ws(),
+                None => Message::Close(None),
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            },
+            _ = idle.tick() => Message::Ping(Default::default()),
+        };
+        let last = matches!(message, Message::Close(_));
+        match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+            Ok(Ok(())) if !last => idle.reset(),
+            _ => return,
+        }
+    }
 }
 
 fn token_deadline(exp: i64) -> tokio::time::Instant {
@@ -239,7 +337,7 @@ struct Streamer {
     /// The replay just ended and no live message arrived since.
     just_replayed: bool,
     /// Events ready to send.
-    pending: VecDeque<Event>,
+    pending: VecDeque<Frame>,
     /// No more events after `pending`.
     done: bool,
     /// When the caller's token expires.
@@ -251,22 +349,66 @@ struct Streamer {
     _permit: OwnedSemaphorePermit,
 }
 
-fn entry_event(seq: i64, action: &str, json: &str) -> Event {
-    // Event names cannot carry line breaks; actions never do, but a stray one must not panic.
-    let name: String = action
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .collect();
-    Event::default().id(seq.to_string()).event(name).data(json)
+/// One event of a stream, as SSE and WebSocket both send it.
+#[derive(Debug)]
+struct Frame {
+    /// The audit seq (entries only; `Last-Event-ID` resumes after it).
+    id: Option<i64>,
+    /// The action, `tenant.summary`, or how the stream ended.
+    event: String,
+    /// JSON.
+    data: String,
 }
 
-fn dropped(reason: &str, last: i64) -> Event {
+impl Frame {
+    fn entry(seq: i64, action: &str, json: &str) -> Frame {
+        Frame {
+            id: Some(seq),
+            event: action.to_string(),
+            data: json.to_string(),
+        }
+    }
+
+    fn new(event: &str, data: String) -> Frame {
+        Frame {
+            id: None,
+            event: event.to_string(),
+            data,
+        }
+    }
+
+    fn into_sse(self) -> Event {
+        // Event names cannot carry line breaks; actions never do, but a stray one must not
+        // panic.
+        let name: String = self
+            .event
+            .chars()
+            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+            .collect();
+        let event = Event::default().event(name).data(self.data);
+        match self.id {
+            Some(seq) => event.id(seq.to_string()),
+            None => event,
+        }
+    }
+
+    fn into_ws(self) -> Message {
+        let id = self
+            .id
+            .map_or_else(|| "null".to_string(), |seq| seq.to_string());
+        let event = serde_json::Value::from(self.event);
+        // `data` is JSON already: it goes in as it is.
+        Message::Text(format!(r#"{{"id":{id},"event":{event},"data":{}}}"#, self.data).into())
+    }
+}
+
+fn dropped(reason: &str, last: i64) -> Frame {
     let data = serde_json::json!({
         "reason": reason,
         "last_event_id": last,
         "message": "reconnect with Last-Event-ID to continue where this stream stopped",
     });
-    Event::default().event("dropped").data(data.to_string())
+    Frame::new("dropped", data.to_string())
 }
 
 impl Streamer {
@@ -280,7 +422,7 @@ impl Streamer {
             "last_event_id": self.last,
         });
         self.pending
-            .push_back(Event::default().event("revoked").data(data.to_string()));
+            .push_back(Frame::new("revoked", data.to_string()));
         self.done = true;
         true
     }
@@ -314,7 +456,7 @@ impl Streamer {
                     "last_event_id": self.last,
                 });
                 self.pending
-                    .push_back(Event::default().event("error").data(data.to_string()));
+                    .push_back(Frame::new("error", data.to_string()));
                 self.done = true;
                 return;
             }
@@ -325,7 +467,7 @@ impl Streamer {
             match serde_json::to_string(entry) {
                 Ok(json) => self
                     .pending
-                    .push_back(entry_event(seq, &entry.action, &json)),
+                    .push_back(Frame::entry(seq, &entry.action, &json)),
                 Err(e) => tracing::warn!(error = %e, "encoding an audit entry failed"),
             }
             self.last = seq;
@@ -351,7 +493,7 @@ impl Streamer {
                     "last_event_id": self.last,
                 });
                 self.pending
-                    .push_back(Event::default().event("expired").data(data.to_string()));
+                    .push_back(Frame::new("expired", data.to_string()));
                 self.done = true;
                 return;
             }
@@ -375,7 +517,7 @@ impl Streamer {
                                 .filter
                                 .matches(entry.tenant_id.as_deref(), &entry.action)
                             {
-                                self.pending.push_back(entry_event(
+                                self.pending.push_back(Frame::entry(
                                     entry.seq,
                                     &entry.action,
                                     &entry.json,
@@ -386,9 +528,8 @@ impl Streamer {
                     Live::Summaries(summaries) if self.summaries => {
                         for summary in summaries {
                             if self.filter.matches(Some(&summary.tenant_id), SUMMARY_EVENT) {
-                                self.pending.push_back(
-                                    Event::default().event(SUMMARY_EVENT).data(&summary.json),
-                                );
+                                self.pending
+                                    .push_back(Frame::new(SUMMARY_EVENT, summary.json.clone()));
                             }
                         }
                     }
@@ -415,11 +556,11 @@ impl Streamer {
     }
 }
 
-fn events(state: Streamer) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+fn frames(state: Streamer) -> impl Stream<Item = Frame> + Send {
     stream::unfold(state, |mut s| async move {
         loop {
-            if let Some(event) = s.pending.pop_front() {
-                return Some((Ok(event), s));
+            if let Some(frame) = s.pending.pop_front() {
+                return Some((frame, s));
             }
             if s.done {
                 return None;

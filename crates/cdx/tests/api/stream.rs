@@ -448,6 +448,13 @@ async fn users_and_tenant_admins_are_refused_where_they_do_not_belong() {
             StatusCode::FORBIDDEN,
         ),
         ("/api/cdx/stream", "nonsense", StatusCode::UNAUTHORIZED),
+        ("/api/cdx/stream/ws", admin.as_str(), StatusCode::FORBIDDEN),
+        ("/api/cdx/stream/ws", "nonsense", StatusCode::UNAUTHORIZED),
+        (
+            "/api/cdx/tenant-stream/ws",
+            user.as_str(),
+            StatusCode::FORBIDDEN,
+        ),
     ] {
         let response = connect(&app, path, token, &[]).await;
         assert_eq!(response.status(), status, "{path}");
@@ -745,4 +752,111 @@ async fn changed_tenant_summaries_are_streamed_without_an_id() {
         ["crm.note.created", "crm.company.created"]
     );
     assert!(replayed.iter().all(|e| e.id.is_some()));
+}
+
+/// A WebSocket stream at `path`, opened with `token` in the `Authorization` header.
+async fn open_ws(
+    app: &App,
+    path: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{path}", app.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let (socket, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("the handshake within the wait")
+        .expect("the stream opens");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket
+}
+
+/// The next event message of a WebSocket stream (pings skipped): `{id, event, data}`.
+async fn next_ws(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a message within the wait")
+            .expect("the stream is open")
+            .expect("the message reads");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_websocket_stream_carries_the_same_events_and_resumes() {
+    let app = quiet(spawn_app().await).await;
+    let start = head(&app).await;
+    let mut socket = open_ws(&app, "/api/cdx/stream/ws", &app.token).await;
+    let mut sent = Vec::new();
+    for action in [
+        "crm.customer.created",
+        "crm.deal.updated",
+        "auth.user.created",
+    ] {
+        sent.push(publish(&app, Some("t1"), action).await);
+    }
+    let listed = app.get("/api/cdx/audit?limit=500").await.body["items"]
+        .as_array()
+        .expect("items")
+        .clone();
+    for (i, e) in sent.iter().enumerate() {
+        let message = next_ws(&mut socket).await;
+        assert_eq!(
+            message["id"].as_i64(),
+            Some(start + 1 + i as i64),
+            "{message}"
+        );
+        assert_eq!(message["event"], e.event_type.as_str());
+        let stored = listed
+            .iter()
+            .find(|item| item["id"] == e.id.as_str())
+            .expect("listed");
+        assert_eq!(&message["data"], stored, "the same JSON as the audit list");
+    }
+    drop(socket);
+
+    // Missed while disconnected, then resumed with `?after=`; filters apply as on SSE.
+    let missed = publish(&app, Some("t2"), "crm.customer.deleted").await;
+    publish(&app, Some("t1"), "crm.customer.deleted").await;
+    let mut socket = open_ws(
+        &app,
+        &format!("/api/cdx/stream/ws?after={}&tenant=t2", start + 3),
+        &app.token,
+    )
+    .await;
+    let message = next_ws(&mut socket).await;
+    assert_eq!(message["id"].as_i64(), Some(start + 4));
+    assert_eq!(message["data"]["id"], missed.id.as_str());
+    let live = publish(&app, Some("t2"), "crm.company.created").await;
+    let message = next_ws(&mut socket).await;
+    assert_eq!(message["data"]["id"], live.id.as_str(), "{message}");
+
+    // A tenant admin's socket carries only their tenant's entries.
+    let token = admin_token(&app, "t1", "admin");
+    let mut own = open_ws(&app, "/api/cdx/tenant-stream/ws", &token).await;
+    publish(&app, Some("t2"), "crm.customer.created").await;
+    let mine = publish(&app, Some("t1"), "crm.customer.created").await;
+    let message = next_ws(&mut own).await;
+    assert_eq!(message["data"]["id"], mine.id.as_str(), "{message}");
+
+    // A plain request to the socket's path is answered with a JSON error.
+    let plain = connect(&app, "/api/cdx/stream/ws", &app.token, &[]).await;
+    assert_eq!(plain.status(), StatusCode::BAD_REQUEST);
+    let body: Value = plain.json().await.expect("JSON error");
+    assert!(body["error"]["code"].is_string(), "{body}");
 }
