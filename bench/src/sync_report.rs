@@ -233,11 +233,11 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
          (`bench<pid>`), whose streams are deleted afterwards. \"Kept up\": every event shown, \
          the last one within 1 s of its commit. The in-process reference is the emitter's own \
          commit of the outbox rows; the NATS reference is the round trip of one publish and its \
-         ack (what the relay waits for per event), {} times.",
+         ack, one at a time, {:.0} times (the relay keeps up to 64 publishes in flight).",
         field(&local, "/seconds")?,
         poll_interval(&local),
         text(&run, "/nats_url"),
-        text(&nats, "/reference/samples"),
+        field(&nats, "/reference/samples")?,
     );
     let _ = writeln!(
         s,
