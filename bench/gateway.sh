@@ -7,11 +7,15 @@
 #   static  `metatron-bench static-upstream`: 1 KiB to every request (the proxies' own cost)
 #   auth    `metatron serve --demo`, GET /api/auth/.well-known/jwks.json (a real service)
 #
+# Then each path again with one connection for BENCH_GW_LATENCY_SECONDS (5): the latency a
+# proxy adds to a request that does not wait for a core.
+#
 # Settings (environment): BENCH_GW_CONNECTIONS (32), BENCH_GW_PORT (38090) for the gateway,
 # BENCH_GW_STATIC_PORT (38091), BENCH_GW_AUTH_PORT (38092), BENCH_GW_NGINX_PORT (38093),
 # BENCH_GW_BALANCE (least_outstanding).
 
 GW_C=${BENCH_GW_CONNECTIONS:-32}
+GW_LATENCY_SECS=${BENCH_GW_LATENCY_SECONDS:-5}
 GW_PORT=${BENCH_GW_PORT:-38090}
 GW_STATIC_PORT=${BENCH_GW_STATIC_PORT:-38091}
 GW_AUTH_PORT=${BENCH_GW_AUTH_PORT:-38092}
@@ -165,8 +169,30 @@ for upstream in static auth; do
   done
 done
 
+# --- one connection: what each proxy adds to one request, without queueing ---------------
+# Under the load above, requests wait for the shared cores, and that wait dominates the
+# latency; one request at a time shows the cost of the extra hop itself.
+for upstream in static auth; do
+  if [[ $upstream == static ]]; then
+    path=$STATIC_PATH direct=$GW_STATIC_PORT
+  else
+    path=$AUTH_PATH direct=$GW_AUTH_PORT
+  fi
+  for via in direct gateway nginx; do
+    case $via in
+      direct) port=$direct ;;
+      gateway) port=$GW_PORT ;;
+      nginx) port=$GW_NGINX_PORT ;;
+    esac
+    url="http://127.0.0.1:$port$path"
+    wait_quiet "$upstream $via, one connection"
+    log "$upstream via $via: 1 connection for ${GW_LATENCY_SECS} s ($url)"
+    "${OHA[@]}" -z "${GW_LATENCY_SECS}s" -c 1 "$url" >"$RESULTS/gateway-$upstream-$via-1c.json"
+  done
+done
+
 # --- the gateway run's facts, for the report ----------------------------------------------
-export SECS QUIET COMMAND GW_C GW_BALANCE NGINX_VERSION
+export SECS QUIET COMMAND GW_C GW_BALANCE NGINX_VERSION GW_LATENCY_SECS
 python3 - >"$RESULTS/gateway-run.json" <<'EOF'
 import datetime, json, os
 e = os.environ
@@ -178,6 +204,7 @@ print(json.dumps({
     "nginx_version": e["NGINX_VERSION"],
     "seconds": float(e["SECS"]),
     "connections": e["GW_C"],
+    "latency_seconds": float(e["GW_LATENCY_SECS"]),
     "balance": e["GW_BALANCE"],
     "machine_busy_before": e["QUIET"],
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
