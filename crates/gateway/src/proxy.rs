@@ -20,6 +20,7 @@ use crate::upstream::{Unavailable, Upstream};
 use platform::http::{bearer_token, peer_addr};
 use platform::limit::{rate_limited, Scope};
 
+use crate::client::{self, UpstreamBody};
 use crate::{Gateway, ServedBy, REQUEST_ID};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -311,7 +312,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         };
         tried.push(index);
         let mut attempt = Attempt::new(upstream.clone());
-        let target = match upstream.uri_for(&path_and_query) {
+        let target = match upstream.target_for(&path_and_query) {
             Ok(target) => target,
             Err(_) => {
                 return ApiError::bad_request("invalid_path", "the path is not valid")
@@ -328,7 +329,11 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
             _ => headers.take().unwrap_or_default(),
         };
 
-        let outcome = tokio::time::timeout_at(deadline, gw.client().request(request)).await;
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            client::send(&upstream, config.connect_timeout(), request),
+        )
+        .await;
         attempt.settled = true;
         match outcome {
             Ok(Ok(response))
@@ -356,7 +361,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                 parts.extensions = http::Extensions::new();
                 return served_by(Response::from_parts(parts, Body::new(incoming)), &upstream);
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(client::Error::Connect(e))) => {
                 upstream.failure(threshold, open_for);
                 tracing::warn!(upstream = %upstream.url, error = %e, "cannot connect to upstream");
                 let may_retry = retryable
@@ -375,7 +380,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                     &upstream,
                 );
             }
-            Ok(Err(e)) => {
+            Ok(Err(client::Error::Exchange(e))) => {
                 if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) {
                     return too_large();
                 }
@@ -418,7 +423,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
 /// Answers 101 to the client and, once both sides have switched, copies bytes between the
 /// client's and the upstream's connections until either closes.
 fn switch_protocols(
-    mut response: http::Response<hyper::body::Incoming>,
+    mut response: http::Response<UpstreamBody>,
     client: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {
     let upstream_side = hyper::upgrade::on(&mut response);

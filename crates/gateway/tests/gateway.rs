@@ -84,6 +84,48 @@ async fn routes_by_service_and_rewrites_headers() {
 }
 
 #[tokio::test]
+async fn one_client_connection_keeps_one_upstream_connection() {
+    let (a, state) = upstream("a").await;
+    let gw = gateway(config(&[("a", vec![url(a)])])).await;
+    let http = client();
+    // Bodies of every kind end their exchange: JSON with a length, none (HEAD), uploads,
+    // and a 404 from the upstream.
+    for i in 0..30 {
+        let url = format!("{}/api/a/x{i}", gw.base);
+        let response = match i % 3 {
+            0 => http.get(&url).send().await,
+            1 => http.head(&url).send().await,
+            _ => http.post(&url).body(vec![b'y'; 10_000]).send().await,
+        }
+        .expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.expect("body");
+    }
+    let (status, _, _) = json(
+        http.get(format!("{}/api/a/count", gw.base))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, body) = json(
+        http.get(format!("{}/api/a/x", gw.base))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(state.hits.load(Ordering::SeqCst), 31);
+    assert_eq!(
+        state.connections.load(Ordering::SeqCst),
+        1,
+        "every exchange reused the kept-alive upstream connection"
+    );
+}
+
+#[tokio::test]
 async fn dead_or_unreachable_upstream_answers_503_within_the_connect_timeout() {
     let dead = dead_port().await;
     let (hole, _listener, _held) = blackhole().await;
