@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -40,6 +40,8 @@ use platform::limit::Limiter;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = platform::http::REQUEST_ID;
+/// The same as a parsed name (a string is parsed again on every use).
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// The upstream that served a request, recorded on the response for the access log.
 #[derive(Debug, Clone)]
@@ -191,7 +193,7 @@ impl Gateway {
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
-    use axum::http::{header, HeaderName, Method};
+    use axum::http::{header, Method};
     if origins.is_empty() {
         return None;
     }
@@ -237,7 +239,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// rejections.
 async fn edge(mut req: Request, next: Next) -> Response {
     let id = platform::http::request_id(req.headers());
-    req.headers_mut().insert(REQUEST_ID, id.clone());
+    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
     // What the access line needs is copied only when the line is written (benchmarks and
     // busy deployments run at `warn`).
     let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO).then(|| {
@@ -274,7 +276,7 @@ async fn edge(mut req: Request, next: Next) -> Response {
             "request"
         );
     }
-    response.headers_mut().insert(REQUEST_ID, id);
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }
 
