@@ -10,26 +10,23 @@
 //! body limits and CORS, strips hop-by-hop and internal
 //! headers, and adds `x-request-id` and `x-forwarded-*`. Bodies stream in both directions.
 
+mod client;
 pub mod config;
 mod jwks;
 mod proxy;
 pub mod upstream;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use platform::ApiError;
 use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -43,8 +40,8 @@ use platform::limit::Limiter;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = platform::http::REQUEST_ID;
-
-type HttpClient = Client<HttpConnector, ProxyBody>;
+/// The same as a parsed name (a string is parsed again on every use).
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// The upstream that served a request, recorded on the response for the access log.
 #[derive(Debug, Clone)]
@@ -99,28 +96,6 @@ impl Gateway {
             pools,
             keys,
         })))
-    }
-
-    /// The upstream client of the calling thread: each thread keeps its own connection
-    /// pool, so on the per-core runtimes [`serve`] runs, a request, its pooled connection
-    /// and the task driving that connection stay on one thread (no cross-thread wake-ups,
-    /// which cost more than the proxying itself).
-    fn client(&self) -> HttpClient {
-        thread_local! {
-            static CLIENTS: RefCell<Vec<(Weak<Inner>, HttpClient)>> = const { RefCell::new(Vec::new()) };
-        }
-        CLIENTS.with(|clients| {
-            let mut clients = clients.borrow_mut();
-            let me = Arc::as_ptr(&self.0);
-            if let Some((_, client)) = clients.iter().find(|(gw, _)| gw.as_ptr() == me) {
-                return client.clone();
-            }
-            // Gateways dropped since (tests start many) give their pools up here.
-            clients.retain(|(gw, _)| gw.strong_count() > 0);
-            let client = upstream_client(&self.0.config);
-            clients.push((Arc::downgrade(&self.0), client.clone()));
-            client
-        })
     }
 
     /// The settings in use.
@@ -186,17 +161,19 @@ impl Gateway {
 
     /// `GET path` on one upstream, bounded by the health check timeout; the body when the
     /// answer is 2xx.
-    async fn get(&self, upstream: &upstream::Upstream, path: &str) -> Result<bytes::Bytes, String> {
+    async fn get(
+        &self,
+        upstream: &Arc<upstream::Upstream>,
+        path: &str,
+    ) -> Result<bytes::Bytes, String> {
         use http_body_util::BodyExt;
-        let uri = upstream.uri(path).map_err(|e| e.to_string())?;
+        let uri = upstream.target(path).map_err(|e| e.to_string())?;
         let request = http::Request::get(uri)
             .body(ProxyBody::empty())
             .map_err(|e| e.to_string())?;
         let timeout = Duration::from_millis(self.0.config.health_check_timeout_ms);
         let exchange = async {
-            let response = self
-                .client()
-                .request(request)
+            let response = client::send(upstream, self.0.config.connect_timeout(), request)
                 .await
                 .map_err(|e| e.to_string())?;
             if !response.status().is_success() {
@@ -216,7 +193,7 @@ impl Gateway {
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
-    use axum::http::{header, HeaderName, Method};
+    use axum::http::{header, Method};
     if origins.is_empty() {
         return None;
     }
@@ -262,7 +239,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// rejections.
 async fn edge(mut req: Request, next: Next) -> Response {
     let id = platform::http::request_id(req.headers());
-    req.headers_mut().insert(REQUEST_ID, id.clone());
+    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
     // What the access line needs is copied only when the line is written (benchmarks and
     // busy deployments run at `warn`).
     let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO).then(|| {
@@ -299,7 +276,7 @@ async fn edge(mut req: Request, next: Next) -> Response {
             "request"
         );
     }
-    response.headers_mut().insert(REQUEST_ID, id);
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }
 
@@ -461,18 +438,6 @@ pub async fn serve_router(
             .await;
     checks.abort();
     result
-}
-
-/// A keep-alive client for the upstreams, with the configured connect timeout.
-fn upstream_client(config: &Config) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.connect_timeout()));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Forwarding one request: edge checks, header rewriting, the choice of upstream, timeouts,
 //! retries on connect failure, and the streamed response.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,8 @@ use crate::upstream::{Unavailable, Upstream};
 use platform::http::{bearer_token, peer_addr};
 use platform::limit::{rate_limited, Scope};
 
-use crate::{Gateway, ServedBy, REQUEST_ID};
+use crate::client::{self, UpstreamBody};
+use crate::{Gateway, ServedBy};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -92,18 +94,23 @@ impl http_body::Body for ProxyBody {
     }
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1). Names, not
+/// strings: a string is parsed into a name on every use.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Internal headers no outside client may set: service identities and anything
 /// `x-metatron-*`.
@@ -124,8 +131,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    // Most messages have none: one pass over the few headers there are is cheaper than
+    // looking each name up.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+    }
+}
+
+/// `X-Forwarded-For` with `ip` appended to the `previous` list, formatted on the stack (the
+/// header value is the one allocation).
+fn forwarded_for(previous: Option<&HeaderValue>, ip: &IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // The longest IPv6 text is 45 bytes.
+    let mut buf = [0u8; 64];
+    let len = {
+        let mut cursor = &mut buf[..];
+        write!(cursor, "{ip}").ok()?;
+        64 - cursor.len()
+    };
+    let ip = &buf[..len];
+    match previous {
+        None => HeaderValue::from_bytes(ip).ok(),
+        Some(previous) => {
+            let mut value = Vec::with_capacity(previous.len() + 2 + ip.len());
+            value.extend_from_slice(previous.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+        }
     }
 }
 
@@ -248,17 +283,13 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         headers.insert(header::UPGRADE, protocol.clone());
     }
     if let Some(ip) = &client {
-        let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&forwarded) {
-            headers.insert("x-forwarded-for", v);
+        if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), ip) {
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
 
     let method = parts.method;
@@ -311,7 +342,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         };
         tried.push(index);
         let mut attempt = Attempt::new(upstream.clone());
-        let target = match upstream.uri_for(&path_and_query) {
+        let target = match upstream.target_for(&path_and_query) {
             Ok(target) => target,
             Err(_) => {
                 return ApiError::bad_request("invalid_path", "the path is not valid")
@@ -328,7 +359,11 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
             _ => headers.take().unwrap_or_default(),
         };
 
-        let outcome = tokio::time::timeout_at(deadline, gw.client().request(request)).await;
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            client::send(&upstream, config.connect_timeout(), request),
+        )
+        .await;
         attempt.settled = true;
         match outcome {
             Ok(Ok(response))
@@ -351,12 +386,12 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                 }
                 let (mut parts, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts.headers.remove(REQUEST_ID);
+                parts.headers.remove(&crate::REQUEST_ID_HEADER);
                 parts.version = Version::HTTP_11;
                 parts.extensions = http::Extensions::new();
                 return served_by(Response::from_parts(parts, Body::new(incoming)), &upstream);
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(client::Error::Connect(e))) => {
                 upstream.failure(threshold, open_for);
                 tracing::warn!(upstream = %upstream.url, error = %e, "cannot connect to upstream");
                 let may_retry = retryable
@@ -375,7 +410,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                     &upstream,
                 );
             }
-            Ok(Err(e)) => {
+            Ok(Err(client::Error::Exchange(e))) => {
                 if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) {
                     return too_large();
                 }
@@ -418,7 +453,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
 /// Answers 101 to the client and, once both sides have switched, copies bytes between the
 /// client's and the upstream's connections until either closes.
 fn switch_protocols(
-    mut response: http::Response<hyper::body::Incoming>,
+    mut response: http::Response<UpstreamBody>,
     client: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {
     let upstream_side = hyper::upgrade::on(&mut response);
@@ -482,5 +517,14 @@ mod tests {
         assert_eq!(service_of("/api/crm"), Some("crm"));
         assert_eq!(service_of("/api/"), None);
         assert_eq!(service_of("/other"), None);
+        let ip: IpAddr = "2001:db8::1".parse().expect("ip");
+        assert_eq!(
+            forwarded_for(None, &ip).expect("value"),
+            HeaderValue::from_static("2001:db8::1")
+        );
+        assert_eq!(
+            forwarded_for(Some(&HeaderValue::from_static("10.0.0.9")), &ip).expect("value"),
+            HeaderValue::from_static("10.0.0.9, 2001:db8::1")
+        );
     }
 }

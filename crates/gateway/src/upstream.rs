@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::Uri;
+use http::{HeaderValue, Uri};
 use serde_json::{json, Value};
 
 use crate::config::Balance;
@@ -30,8 +30,9 @@ pub struct Upstream {
     pub url: String,
     /// The same, shared: what the access log names (no copy per request).
     pub(crate) label: Arc<str>,
-    scheme: Scheme,
     authority: Authority,
+    /// The `Host` header requests to it carry.
+    pub(crate) host: HeaderValue,
     /// Path prefix of the base URL, without a trailing `/`.
     prefix: String,
     /// Result of the last active health check.
@@ -71,11 +72,13 @@ impl Upstream {
             .authority()
             .cloned()
             .ok_or_else(|| format!("upstream URL `{url}` needs a host"))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| format!("upstream URL `{url}`: {e}"))?;
         Ok(Upstream {
             url: url.to_string(),
             label: Arc::from(url),
-            scheme,
             authority,
+            host,
             prefix: uri.path().trim_end_matches('/').to_string(),
             ready: AtomicBool::new(true),
             failures: AtomicU32::new(0),
@@ -84,26 +87,26 @@ impl Upstream {
         })
     }
 
-    /// The URI of `path_and_query` on this upstream.
-    pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+    /// Host and port to connect to.
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The request target (origin form, as sent on the upstream connection) of
+    /// `path_and_query` on this upstream.
+    pub fn target(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(format!("{}{}", self.prefix, path_and_query))
             .build()
     }
 
-    /// The URI of a request's `path_and_query` on this upstream; without a base path the
-    /// request's own (shared, already parsed) path is reused.
-    pub fn uri_for(&self, path_and_query: &PathAndQuery) -> Result<Uri, http::Error> {
+    /// The same for a request's parsed `path_and_query`: without a base path it is reused
+    /// as it is (shared, not copied).
+    pub fn target_for(&self, path_and_query: &PathAndQuery) -> Result<Uri, http::Error> {
         if !self.prefix.is_empty() {
-            return self.uri(path_and_query.as_str());
+            return self.target(path_and_query.as_str());
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
+        Ok(Uri::from(path_and_query.clone()))
     }
 
     /// Records an active health check result.
@@ -325,9 +328,10 @@ mod tests {
     fn circuit_opens_half_opens_and_closes() {
         let u = Upstream::parse("http://127.0.0.1:1/base/").expect("url");
         assert_eq!(
-            u.uri("/api/x?y=1").expect("uri").to_string(),
-            "http://127.0.0.1:1/base/api/x?y=1"
+            u.target("/api/x?y=1").expect("uri").to_string(),
+            "/base/api/x?y=1"
         );
+        assert_eq!(u.host, "127.0.0.1:1");
         for _ in 0..3 {
             assert!(u.try_acquire());
             u.failure(3, Duration::from_millis(30));

@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -81,6 +82,102 @@ async fn routes_by_service_and_rewrites_headers() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn one_client_connection_keeps_one_upstream_connection() {
+    let (a, state) = upstream("a").await;
+    let gw = gateway(config(&[("a", vec![url(a)])])).await;
+    let http = client();
+    // Bodies of every kind end their exchange: JSON with a length, none (HEAD), uploads,
+    // and a 404 from the upstream.
+    for i in 0..30 {
+        let url = format!("{}/api/a/x{i}", gw.base);
+        let response = match i % 3 {
+            0 => http.get(&url).send().await,
+            1 => http.head(&url).send().await,
+            _ => http.post(&url).body(vec![b'y'; 10_000]).send().await,
+        }
+        .expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.expect("body");
+    }
+    let (status, _, _) = json(
+        http.get(format!("{}/api/a/count", gw.base))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, body) = json(
+        http.get(format!("{}/api/a/x", gw.base))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(state.hits.load(Ordering::SeqCst), 31);
+    assert_eq!(
+        state.connections.load(Ordering::SeqCst),
+        1,
+        "every exchange reused the kept-alive upstream connection"
+    );
+}
+
+/// An upstream that answers one request per connection, keeping it alive, and closes it
+/// `linger` later (an upstream's own idle timeout); counts its connections.
+async fn closes_idle_connections(linger: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Small requests: the head and a short body arrive together.
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
+    let (addr, connections) = closes_idle_connections(Duration::from_millis(50)).await;
+    let gw = gateway(config(&[("a", vec![url(addr)])])).await;
+    let http = client();
+    for _ in 0..3 {
+        // POST is not retried by the gateway: it must go out on a live connection.
+        let response = http
+            .post(format!("{}/api/a/x", gw.base))
+            .body("hi")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.text().await.expect("body"), "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ pub struct Upstream {
     pub go_on: Notify,
     /// The published key set (`/api/auth/.well-known/jwks.json`).
     pub jwks: RwLock<Value>,
+    /// Connections accepted.
+    pub connections: AtomicUsize,
 }
 
 pub type Shared = Arc<Upstream>;
@@ -177,6 +179,10 @@ pub async fn upstream(name: &str) -> (SocketAddr, Shared) {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let counted = state.clone();
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+        counted.connections.fetch_add(1, Ordering::SeqCst);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
