@@ -149,47 +149,35 @@ gw_start nginx "http://127.0.0.1:$GW_NGINX_PORT$STATIC_PATH" \
   "$NGINX" -p "$GW_DIR/nginx" -c "$GW_DIR/nginx/nginx.conf" -g 'daemon off;'
 
 # --- the loads ----------------------------------------------------------------------------
-for upstream in static auth; do
-  if [[ $upstream == static ]]; then
-    path=$STATIC_PATH direct=$GW_STATIC_PORT
-  else
-    path=$AUTH_PATH direct=$GW_AUTH_PORT
-  fi
-  for via in direct gateway nginx; do
-    case $via in
-      direct) port=$direct ;;
-      gateway) port=$GW_PORT ;;
-      nginx) port=$GW_NGINX_PORT ;;
-    esac
-    url="http://127.0.0.1:$port$path"
-    curl -sf -o /dev/null "$url" || die "GET $url failed"
-    wait_quiet "$upstream $via"
-    log "$upstream via $via: $GW_C connections for ${SECS} s ($url)"
-    "${OHA[@]}" -z "${SECS}s" -c "$GW_C" "$url" >"$RESULTS/gateway-$upstream-$via.json"
+# Loads every upstream directly, through the gateway and through nginx, one after the other,
+# with CONNECTIONS connections for SECONDS each; results in gateway-UPSTREAM-VIA{SUFFIX}.json.
+gw_loads() { # connections, seconds, suffix
+  local connections=$1 seconds=$2 suffix=$3 upstream via path direct port url
+  for upstream in static auth; do
+    if [[ $upstream == static ]]; then
+      path=$STATIC_PATH direct=$GW_STATIC_PORT
+    else
+      path=$AUTH_PATH direct=$GW_AUTH_PORT
+    fi
+    for via in direct gateway nginx; do
+      case $via in
+        direct) port=$direct ;;
+        gateway) port=$GW_PORT ;;
+        nginx) port=$GW_NGINX_PORT ;;
+      esac
+      url="http://127.0.0.1:$port$path"
+      curl -sf -o /dev/null "$url" || die "GET $url failed"
+      wait_quiet "$upstream $via, $connections connection(s)"
+      log "$upstream via $via: $connections connection(s) for ${seconds} s ($url)"
+      "${OHA[@]}" -z "${seconds}s" -c "$connections" "$url" >"$RESULTS/gateway-$upstream-$via$suffix.json"
+    done
   done
-done
+}
 
-# --- one connection: what each proxy adds to one request, without queueing ---------------
-# Under the load above, requests wait for the shared cores, and that wait dominates the
-# latency; one request at a time shows the cost of the extra hop itself.
-for upstream in static auth; do
-  if [[ $upstream == static ]]; then
-    path=$STATIC_PATH direct=$GW_STATIC_PORT
-  else
-    path=$AUTH_PATH direct=$GW_AUTH_PORT
-  fi
-  for via in direct gateway nginx; do
-    case $via in
-      direct) port=$direct ;;
-      gateway) port=$GW_PORT ;;
-      nginx) port=$GW_NGINX_PORT ;;
-    esac
-    url="http://127.0.0.1:$port$path"
-    wait_quiet "$upstream $via, one connection"
-    log "$upstream via $via: 1 connection for ${GW_LATENCY_SECS} s ($url)"
-    "${OHA[@]}" -z "${GW_LATENCY_SECS}s" -c 1 "$url" >"$RESULTS/gateway-$upstream-$via-1c.json"
-  done
-done
+gw_loads "$GW_C" "$SECS" ""
+# One connection: under the load above requests wait for the shared cores, and that wait
+# dominates the latency; one request at a time shows the cost of the extra hop itself.
+gw_loads 1 "$GW_LATENCY_SECS" -1c
 
 # --- the gateway run's facts, for the report ----------------------------------------------
 export SECS QUIET COMMAND GW_C GW_BALANCE NGINX_VERSION GW_LATENCY_SECS
