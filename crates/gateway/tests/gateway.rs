@@ -64,22 +64,10 @@ async fn routes_by_service_and_rewrites_headers() {
     assert_ne!(id, "bad id <>");
     assert_eq!(body["headers"]["x-request-id"], id);
 
-    let (status, _, body) = json(
-        http.get(format!("{}/api/nope/x", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/api/nope/x", gw.base)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "unknown_service");
-    let (status, _, body) = json(
-        http.get(format!("{}/elsewhere", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/elsewhere", gw.base)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
 }
@@ -102,21 +90,9 @@ async fn one_client_connection_keeps_one_upstream_connection() {
         assert_eq!(response.status(), StatusCode::OK);
         response.bytes().await.expect("body");
     }
-    let (status, _, _) = json(
-        http.get(format!("{}/api/a/count", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, _) = get_json(&http, format!("{}/api/a/count", gw.base)).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    let (status, _, body) = json(
-        http.get(format!("{}/api/a/x", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/api/a/x", gw.base)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(state.hits.load(Ordering::SeqCst), 31);
     assert_eq!(
@@ -193,13 +169,7 @@ async fn dead_or_unreachable_upstream_answers_503_within_the_connect_timeout() {
     let http = client();
     for service in ["refusing", "blackhole"] {
         let started = Instant::now();
-        let (status, _, body) = json(
-            http.get(format!("{}/api/{service}/x", gw.base))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, _, body) = get_json(&http, format!("{}/api/{service}/x", gw.base)).await;
         let elapsed = started.elapsed();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{service}: {body}");
         assert_eq!(body["error"]["code"], "upstream_unavailable");
@@ -250,13 +220,7 @@ async fn get_is_retried_on_another_replica_after_connection_refused_but_post_is_
     let gw = gateway(cfg).await;
     let http = client();
     for _ in 0..6 {
-        let (status, _, body) = json(
-            http.get(format!("{}/api/a/x", gw.base))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, _, body) = get_json(&http, format!("{}/api/a/x", gw.base)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["upstream"], "live");
     }
@@ -311,13 +275,7 @@ async fn circuit_opens_after_failures_and_closes_when_the_upstream_recovers() {
         3,
         "the open circuit spares the upstream"
     );
-    let (status, _, body) = json(
-        http.get(format!("{}/health", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/health", gw.base)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["services"]["a"]["upstreams"][0]["circuit"], "open");
 
@@ -335,13 +293,7 @@ async fn circuit_opens_after_failures_and_closes_when_the_upstream_recovers() {
         assert_eq!(get().await.0, StatusCode::OK);
     }
     assert_eq!(state.hits.load(Ordering::SeqCst), 7);
-    let (status, _, body) = json(
-        http.get(format!("{}/health", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/health", gw.base)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["services"]["a"]["upstreams"][0]["circuit"], "closed");
 }
@@ -352,52 +304,22 @@ async fn health_lists_every_service_and_fails_when_one_is_down() {
     let (b, b_state) = upstream("b").await;
     let gw = gateway(config(&[("a", vec![url(a)]), ("b", vec![url(b)])])).await;
     let http = client();
-    let (status, _, body) = json(
-        http.get(format!("{}/health", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/health", gw.base)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["services"]["a"]["ready"], true);
     assert_eq!(body["services"]["b"]["ready"], true);
     b_state.unready.store(true, Ordering::SeqCst);
-    let (status, _, body) = json(
-        http.get(format!("{}/health", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/health", gw.base)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["services"]["b"]["ready"], false);
     assert_eq!(body["services"]["a"]["ready"], true);
     // An upstream that failed its health check gets no traffic.
-    let (status, _, body) = json(
-        http.get(format!("{}/api/b/x", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/api/b/x", gw.base)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     b_state.unready.store(false, Ordering::SeqCst);
-    let (status, _, _) = json(
-        http.get(format!("{}/health", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, _) = get_json(&http, format!("{}/health", gw.base)).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _, body) = json(
-        http.get(format!("{}/api/openapi.json", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = get_json(&http, format!("{}/api/openapi.json", gw.base)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["openapi"], "3.1.0");
 }
@@ -413,22 +335,10 @@ async fn rate_limits_answer_429_with_retry_after() {
     let gw = gateway(cfg).await;
     let http = client();
     for _ in 0..2 {
-        let (status, _, _) = json(
-            http.get(format!("{}/api/a/x", gw.base))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, _, _) = get_json(&http, format!("{}/api/a/x", gw.base)).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, headers, body) = json(
-        http.get(format!("{}/api/a/x", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, headers, body) = get_json(&http, format!("{}/api/a/x", gw.base)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     let retry: u64 = headers["retry-after"]
@@ -528,13 +438,7 @@ async fn bad_tokens_are_refused_before_the_upstream_and_new_keys_are_fetched() {
     assert_eq!(call(good).await.0, StatusCode::OK);
 
     // Without a token the request passes (the service decides).
-    let (status, _, _) = json(
-        http.get(format!("{}/api/a/login", gw.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, _) = get_json(&http, format!("{}/api/a/login", gw.base)).await;
     assert_eq!(status, StatusCode::OK);
 }
 

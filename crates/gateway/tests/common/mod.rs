@@ -279,6 +279,11 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// `GET url` with `http`, answered as [`json`] reads it.
+pub async fn get_json(http: &reqwest::Client, url: String) -> (StatusCode, HeaderMap, Value) {
+    json(http.get(url).send().await.expect("send")).await
+}
+
 pub async fn json(response: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
     let status = response.status();
     let headers = response.headers().clone();
