@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue};
@@ -132,10 +133,23 @@ pub(super) async fn stream_ws(
     Superadmin(caller): Superadmin,
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(not_a_websocket)?;
     let streamer = superadmin_streamer(&cdx, &caller, &headers, params)?;
     Ok(upgrade.on_upgrade(move |socket| forward(socket, streamer)))
+}
+
+/// The answer to a request for a WebSocket path that is not a WebSocket handshake.
+fn not_a_websocket(rejection: WebSocketUpgradeRejection) -> ApiError {
+    ApiError::bad_request(
+        "websocket_required",
+        format!(
+            "this path speaks WebSocket, send a WebSocket handshake (or use the path without \
+             /ws for Server-Sent Events): {}",
+            rejection.body_text()
+        ),
+    )
 }
 
 fn superadmin_streamer(
@@ -184,8 +198,9 @@ pub(super) async fn tenant_stream_ws(
     admin: TenantAdmin,
     headers: HeaderMap,
     Query(params): Query<TenantStreamParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(not_a_websocket)?;
     let streamer = tenant_streamer(&cdx, &admin, &headers, params)?;
     Ok(upgrade.on_upgrade(move |socket| forward(socket, streamer)))
 }

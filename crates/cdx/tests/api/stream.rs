@@ -858,5 +858,5 @@ async fn the_websocket_stream_carries_the_same_events_and_resumes() {
     let plain = connect(&app, "/api/cdx/stream/ws", &app.token, &[]).await;
     assert_eq!(plain.status(), StatusCode::BAD_REQUEST);
     let body: Value = plain.json().await.expect("JSON error");
-    assert!(body["error"]["code"].is_string(), "{body}");
+    assert_eq!(body["error"]["code"], "websocket_required", "{body}");
 }
