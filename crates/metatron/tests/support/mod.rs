@@ -14,8 +14,32 @@ use platform::testing::TestDatabases;
 /// The services `metatron up` starts besides the gateway.
 pub const SERVICES: [&str; 3] = ["cdx", "auth", "crm"];
 
-/// A port nothing listens on right now.
+/// Ports [`free_port`] hands out: below the range the kernel gives outgoing connections
+/// (from 32768 by default). A port of that range, free when checked, can be taken by some
+/// process's outgoing connection before the child that should listen on it starts, which
+/// the crash tests' many connections made happen.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port nothing listens on right now, outside the ephemeral range when it starts above
+/// [`TEST_PORTS`]. Each test process walks the range from its own starting point.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    if ephemeral_from >= TEST_PORTS.end {
+        let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            let port = TEST_PORTS.start + u16::try_from(offset).expect("within the range");
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
