@@ -290,20 +290,13 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
     let table = table(&rows);
 
     let mut s = crate::report::open_section(START, "Issue 3 — CRM", "bench/run.sh crm", &run);
-    let _ = writeln!(
-        s,
-        "- **Build:** `cargo build --release -p metatron` at commit `{}`; {}; load generator {}{}\n",
-        text(&run, "/commit"),
-        text(&run, "/rustc"),
-        text(&run, "/load_generator"),
-        match pg_url {
-            Some(_) => format!("; {}", text(&run, "/postgres_version")),
-            None => String::new(),
-        }
+    crate::report::build_and_table(
+        &mut s,
+        &run,
+        "-p metatron",
+        pg_url.map(|_| text(&run, "/postgres_version")),
+        &table,
     );
-    s.push_str(&table);
-    let _ = writeln!(s);
-    let _ = writeln!(s, "How it was measured:\n");
     let _ = writeln!(
         s,
         "- Server: `metatron serve --demo --bind 127.0.0.1 --port {}` on an empty data dir, \

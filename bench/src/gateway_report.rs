@@ -130,18 +130,13 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
 
     let mut s =
         crate::report::open_section(START, "Issue 4 — gateway", "bench/run.sh gateway", &run);
-    let _ = writeln!(
-        s,
-        "- **Build:** `cargo build --release -p metatron -p metatron-bench` at commit `{}`; {}; \
-         load generator {}; {}\n",
-        text(&run, "/commit"),
-        text(&run, "/rustc"),
-        text(&run, "/load_generator"),
-        text(&run, "/nginx_version"),
+    crate::report::build_and_table(
+        &mut s,
+        &run,
+        "-p metatron -p metatron-bench",
+        Some(text(&run, "/nginx_version")),
+        &table,
     );
-    s.push_str(&table);
-    let _ = writeln!(s);
-    let _ = writeln!(s, "How it was measured:\n");
     let _ = writeln!(
         s,
         "- Load: oha, {connections} connections (HTTP/1.1 keep-alive) for {seconds:.0} s per \

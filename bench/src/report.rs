@@ -119,6 +119,29 @@ pub(crate) fn open_section(start: &str, heading: &str, generator: &str, run: &Va
     s
 }
 
+/// Goes on from [`open_section`]: the build of `packages` (`-p …` flags) at the run's commit
+/// with its compiler, load generator and `component` (a database, proxy or server the run
+/// used, if any), then `table`, then the heading of the notes on how it was measured.
+pub(crate) fn build_and_table(
+    s: &mut String,
+    run: &Value,
+    packages: &str,
+    component: Option<String>,
+    table: &str,
+) {
+    let _ = writeln!(
+        s,
+        "- **Build:** `cargo build --release {packages}` at commit `{}`; {}; load generator {}{}\n",
+        text(run, "/commit"),
+        text(run, "/rustc"),
+        text(run, "/load_generator"),
+        component.map(|c| format!("; {c}")).unwrap_or_default()
+    );
+    s.push_str(table);
+    let _ = writeln!(s);
+    let _ = writeln!(s, "How it was measured:\n");
+}
+
 /// The notes that close a section with load runs: which answers were not 2xx (if any), and
 /// how busy the machine was before each step; then the `end` marker.
 pub(crate) fn close_section(s: &mut String, loads: &[(String, Load)], run: &Value, end: &str) {
@@ -356,16 +379,7 @@ fn section(dir: &Path) -> anyhow::Result<(String, String)> {
 
     let seconds = field(&run, "/seconds")?;
     let mut s = open_section(START, "Issue 2 — foundation", "bench/run.sh", &run);
-    let _ = writeln!(
-        s,
-        "- **Build:** `cargo build --release -p metatron` at commit `{}`; {}; load generator {}\n",
-        text(&run, "/commit"),
-        text(&run, "/rustc"),
-        text(&run, "/load_generator")
-    );
-    s.push_str(&table);
-    let _ = writeln!(s);
-    let _ = writeln!(s, "How it was measured:\n");
+    build_and_table(&mut s, &run, "-p metatron", None, &table);
     let _ = writeln!(
         s,
         "- Server: `metatron serve --demo --bind 127.0.0.1 --port {}` on an empty data dir, \

@@ -206,18 +206,13 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
         "bench/run.sh sync",
         &run,
     );
-    let _ = writeln!(
-        s,
-        "- **Build:** `cargo build --release -p metatron -p metatron-bench` at commit `{}`; {}; \
-         load generator {}; {}\n",
-        text(&run, "/commit"),
-        text(&run, "/rustc"),
-        text(&run, "/load_generator"),
-        text(&run, "/nats")
+    crate::report::build_and_table(
+        &mut s,
+        &run,
+        "-p metatron -p metatron-bench",
+        Some(text(&run, "/nats")),
+        &table,
     );
-    s.push_str(&table);
-    let _ = writeln!(s);
-    let _ = writeln!(s, "How it was measured:\n");
     let _ = writeln!(
         s,
         "- Sync lag: `metatron-bench sync-lag` opens the all-in-one platform (`metatron::App`, \
