@@ -121,9 +121,15 @@ impl Crm {
     }
 
     /// The endpoints other services call in the distributed topology
-    /// (`/internal/crm/...`), for callers holding a service token of `identity`'s secret.
+    /// (`/internal/crm/...`: a tenant's data for CDX's export, and the facts), for callers
+    /// holding a service token of `identity`'s secret; the gateway never routes them.
     pub fn internal_router(&self, identity: platform::identity::ServiceIdentity) -> Router {
-        api::internal::router(self.clone(), identity)
+        platform::identity::data_routes(
+            "crm",
+            std::sync::Arc::new(self.clone()),
+            std::sync::Arc::new(self.facts()),
+            identity,
+        )
     }
 
     /// The facts CDX's aggregates are checked against, read from this service's database.

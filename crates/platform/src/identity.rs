@@ -118,6 +118,54 @@ impl<S> FromRef<Internal<S>> for ServiceIdentity {
     }
 }
 
+/// What a service holding tenant data offers the other services, under
+/// `/internal/<service>`: a tenant's data for CDX's export (`tenants/{id}/export`) and the
+/// facts CDX's aggregates are checked against (`facts`), each for callers with a valid
+/// service token of `identity`'s secret.
+pub fn data_routes(
+    service: &str,
+    export: Arc<dyn crate::export::TenantExport>,
+    facts: Arc<dyn crate::facts::ServiceFacts>,
+    identity: ServiceIdentity,
+) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            &format!("/internal/{service}/tenants/{{id}}/export"),
+            get(export_tenant),
+        )
+        .route(&format!("/internal/{service}/facts"), get(facts_page))
+        .with_state(Internal {
+            service: DataSources { export, facts },
+            identity,
+        })
+}
+
+/// What [`data_routes`] answers from.
+#[derive(Clone)]
+struct DataSources {
+    export: Arc<dyn crate::export::TenantExport>,
+    facts: Arc<dyn crate::facts::ServiceFacts>,
+}
+
+async fn export_tenant(
+    axum::extract::State(state): axum::extract::State<Internal<DataSources>>,
+    _: CallingService,
+    crate::http::Path(id): crate::http::Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    Ok(axum::Json(state.service.export.export_tenant(&id).await?))
+}
+
+async fn facts_page(
+    axum::extract::State(state): axum::extract::State<Internal<DataSources>>,
+    _: CallingService,
+    crate::http::Query(query): crate::http::Query<crate::facts::FactsQuery>,
+) -> Result<axum::Json<crate::facts::FactsPage>, ApiError> {
+    Ok(axum::Json(
+        query.answer(state.service.facts.as_ref()).await?,
+    ))
+}
+
 /// The platform service that made this call (extracted from a valid service token; any
 /// other request is refused with 401).
 #[derive(Debug, Clone)]

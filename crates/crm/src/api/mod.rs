@@ -7,7 +7,6 @@ mod customers;
 mod deals;
 mod fields;
 mod import;
-pub(crate) mod internal;
 mod notes;
 mod pipelines;
 
