@@ -310,14 +310,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// What auth exports of a tenant: its users, without their password hashes.
-const EXPORT_TABLES: &[platform::export::ExportTable] = &[(
-    "users",
-    "id, email, name, role, status, created_at, updated_at, version",
-)];
+const EXPORT_TABLES: &[platform::export::ExportTable] = &[platform::export::ExportTable {
+    name: "users",
+    columns: "id, email, name, role, status, created_at, updated_at, version",
+    key: &["id"],
+}];
 
 #[async_trait::async_trait]
 impl platform::export::TenantExport for Auth {
-    async fn export_tenant(&self, tenant_id: &str) -> Result<serde_json::Value, ApiError> {
-        platform::export::export_tables(&self.0.db, tenant_id, EXPORT_TABLES).await
+    async fn export_tenant(
+        &self,
+        tenant_id: &str,
+    ) -> Result<platform::export::ExportStream, ApiError> {
+        Ok(platform::export::export_tables(
+            self.0.db.clone(),
+            tenant_id,
+            EXPORT_TABLES,
+        ))
     }
 }

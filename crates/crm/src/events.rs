@@ -17,6 +17,34 @@ use platform::events::{USER_CREATED, USER_DELETED};
 use platform::tenants::{TENANT_CREATED, TENANT_DELETED};
 use serde_json::{json, Value};
 
+/// Every event type the CRM emits. They are assembled from an entity and an action, so no
+/// constant names them elsewhere; docs/events.md lists each with its payload (a test checks
+/// that), and [`record_event`] refuses in debug builds to emit one missing here.
+pub const EVENT_TYPES: &[&str] = &[
+    "crm.customer.created",
+    "crm.customer.updated",
+    "crm.customer.deleted",
+    "crm.customers.imported",
+    "crm.company.created",
+    "crm.company.updated",
+    "crm.company.deleted",
+    "crm.deal.created",
+    "crm.deal.updated",
+    "crm.deal.stage_changed",
+    "crm.deal.closed",
+    "crm.deal.deleted",
+    "crm.pipeline.created",
+    "crm.pipeline.updated",
+    "crm.pipeline.deleted",
+    "crm.note.created",
+    "crm.note.updated",
+    "crm.note.deleted",
+    "crm.field.created",
+    "crm.field.updated",
+    "crm.field.deleted",
+    "crm.tenant.purged",
+];
+
 /// The emitting service's name.
 fn source() -> &'static str {
     crate::SERVICE.name
@@ -31,14 +59,12 @@ pub(crate) fn record_event(
     actor: &Actor,
     data: Value,
 ) -> Event {
-    Event::new(
-        source(),
-        &format!("crm.{entity}.{action}"),
-        Some(tenant_id),
-        id,
-        actor,
-        data,
-    )
+    let event_type = format!("crm.{entity}.{action}");
+    debug_assert!(
+        EVENT_TYPES.contains(&event_type.as_str()),
+        "{event_type} is not in EVENT_TYPES (nor, then, in docs/events.md)"
+    );
+    Event::new(source(), &event_type, Some(tenant_id), id, actor, data)
 }
 
 /// `crm.<entity>.created|updated|deleted` naming the changed fields.

@@ -254,11 +254,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 #[async_trait::async_trait]
 impl platform::export::TenantExport for Crm {
-    async fn export_tenant(&self, tenant_id: &str) -> Result<serde_json::Value, ApiError> {
-        let tables: Vec<platform::export::ExportTable> = store::TENANT_TABLES
-            .iter()
-            .map(|table| (*table, "*"))
-            .collect();
-        platform::export::export_tables(&self.0.db, tenant_id, &tables).await
+    async fn export_tenant(
+        &self,
+        tenant_id: &str,
+    ) -> Result<platform::export::ExportStream, ApiError> {
+        Ok(platform::export::export_tables(
+            self.0.db.clone(),
+            tenant_id,
+            store::TENANT_TABLES,
+        ))
     }
 }

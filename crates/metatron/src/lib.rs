@@ -8,5 +8,8 @@ pub mod node;
 pub mod settings;
 pub mod up;
 
+#[cfg(test)]
+mod event_catalogue;
+
 pub use app::App;
 pub use settings::Settings;

@@ -136,7 +136,11 @@ pub fn data_routes(
         )
         .route(&format!("/internal/{service}/facts"), get(facts_page))
         .with_state(Internal {
-            service: DataSources { export, facts },
+            service: DataSources {
+                name: service.to_string(),
+                export,
+                facts,
+            },
             identity,
         })
 }
@@ -144,16 +148,21 @@ pub fn data_routes(
 /// What [`data_routes`] answers from.
 #[derive(Clone)]
 struct DataSources {
+    /// The service's name, for logs.
+    name: String,
     export: Arc<dyn crate::export::TenantExport>,
     facts: Arc<dyn crate::facts::ServiceFacts>,
 }
 
+/// The service's export of tenant `id`, streamed as the service produces it.
 async fn export_tenant(
     axum::extract::State(state): axum::extract::State<Internal<DataSources>>,
     _: CallingService,
     crate::http::Path(id): crate::http::Path<String>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    Ok(axum::Json(state.service.export.export_tenant(&id).await?))
+) -> Result<axum::response::Response, ApiError> {
+    let export = state.service.export.export_tenant(&id).await?;
+    let export = crate::export::logging_failures(export, &state.service.name, &id);
+    Ok(crate::export::json_response(export))
 }
 
 async fn facts_page(

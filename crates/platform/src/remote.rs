@@ -1,5 +1,7 @@
 //! Calls from one service to another over HTTP (the distributed topology), carrying this
-//! process's service token ([`crate::identity`]) and bounded by a timeout.
+//! process's service token ([`crate::identity`]) and bounded by a timeout: the whole call
+//! for an answer read at once, the wait for the head and each gap between two chunks for
+//! an answer passed on as it arrives ([`ServiceClient::get_streamed`]).
 //!
 //! A failure to reach the other service answers 503; an error the other service answered
 //! (e.g. 422 for a password that fails the policy) comes back with its status, code,
@@ -8,11 +10,13 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use futures_util::stream::{self, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::export::ExportStream;
 use crate::identity::{ServiceIdentity, SERVICE_HEADER};
 
 /// An HTTP client for one other service.
@@ -24,6 +28,8 @@ pub struct ServiceClient {
     /// The service called, for messages.
     service: String,
     identity: ServiceIdentity,
+    /// The call timeout (see the module documentation for what it bounds).
+    timeout: Duration,
 }
 
 /// Error codes another service may answer with, as the `&'static str` codes of [`ApiError`].
@@ -44,8 +50,9 @@ impl ServiceClient {
         identity: ServiceIdentity,
         timeout: Duration,
     ) -> Result<ServiceClient, String> {
+        // No client-wide timeout: it would bound a streamed answer's whole transfer too.
+        // Each call sets its own.
         let http = reqwest::Client::builder()
-            .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
@@ -54,12 +61,48 @@ impl ServiceClient {
             base: base_url.trim_end_matches('/').to_string(),
             service: service.to_string(),
             identity,
+            timeout,
         })
     }
 
     /// `GET path`, decoding the JSON answer.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.send(self.http.get(self.url(path))).await
+    }
+
+    /// `GET path`, its body passed on chunk by chunk as it arrives, however long the whole
+    /// transfer takes. The call timeout bounds the wait for the answer's head and every
+    /// wait for the next chunk: a service that stops sending ends the stream with an
+    /// error, as does a transfer the service broke off.
+    pub async fn get_streamed(&self, path: &str) -> Result<ExportStream, ApiError> {
+        let request = self
+            .http
+            .get(self.url(path))
+            .header(SERVICE_HEADER, self.identity.token())
+            .send();
+        let response = tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| self.stalled())?
+            .map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = tokio::time::timeout(self.timeout, response.bytes())
+                .await
+                .map_err(|_| self.stalled())?
+                .map_err(|e| self.unreachable(&e))?;
+            return Err(self.remote_error(status, &body));
+        }
+        let reading = (response, self.clone());
+        Ok(
+            stream::try_unfold(reading, |(mut response, client)| async move {
+                let chunk = tokio::time::timeout(client.timeout, response.chunk())
+                    .await
+                    .map_err(|_| client.stalled())?
+                    .map_err(|e| client.unreachable(&e))?;
+                Ok(chunk.map(|chunk| (chunk, (response, client))))
+            })
+            .boxed(),
+        )
     }
 
     /// `POST path` with a JSON body, decoding the JSON answer.
@@ -75,18 +118,31 @@ impl ServiceClient {
         format!("{}{path}", self.base)
     }
 
+    /// A call that failed on the way: refused, broken off, or over the timeout.
+    fn unreachable(&self, e: &reqwest::Error) -> ApiError {
+        tracing::warn!(service = %self.service, error = %e, "service call failed");
+        ApiError::unavailable(format!(
+            "the {} service cannot be reached right now; retry shortly",
+            self.service
+        ))
+    }
+
+    /// A streamed call that waited longer than the timeout for its head or next chunk.
+    fn stalled(&self) -> ApiError {
+        tracing::warn!(service = %self.service, timeout = ?self.timeout, "service call stalled");
+        ApiError::unavailable(format!(
+            "the {} service stopped answering; retry shortly",
+            self.service
+        ))
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ApiError> {
-        let unreachable = |e: reqwest::Error| {
-            tracing::warn!(service = %self.service, error = %e, "service call failed");
-            ApiError::unavailable(format!(
-                "the {} service cannot be reached right now; retry shortly",
-                self.service
-            ))
-        };
+        let unreachable = |e: reqwest::Error| self.unreachable(&e);
         let response = request
+            .timeout(self.timeout)
             .header(SERVICE_HEADER, self.identity.token())
             .send()
             .await

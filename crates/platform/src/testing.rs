@@ -7,7 +7,11 @@
 
 use std::path::PathBuf;
 
+use futures_util::StreamExt;
+
 use crate::db::Backend;
+use crate::error::ApiError;
+use crate::export::{ExportStream, TenantExport};
 
 /// The backend this test run targets.
 pub fn backend() -> Backend {
@@ -99,5 +103,48 @@ impl Drop for TestDatabases {
             });
         })
         .join();
+    }
+}
+
+/// A service's tenant export that the test feeds chunk by chunk: each chunk (or error)
+/// sent on the sender arrives in the export when it is sent, and dropping the sender ends
+/// the export. With it a test decides exactly when the export moves on, so it can check
+/// what a reader receives before the export is complete, without timing.
+#[derive(Debug)]
+pub struct ChannelExport {
+    chunks: std::sync::Mutex<Option<ExportChunks>>,
+}
+
+type ExportChunks = tokio::sync::mpsc::UnboundedReceiver<Result<axum::body::Bytes, ApiError>>;
+
+/// Feeds a [`ChannelExport`].
+pub type ExportFeed = tokio::sync::mpsc::UnboundedSender<Result<axum::body::Bytes, ApiError>>;
+
+impl ChannelExport {
+    /// An export and the sender that feeds it. It can be exported once.
+    pub fn new() -> (ExportFeed, ChannelExport) {
+        let (feed, chunks) = tokio::sync::mpsc::unbounded_channel();
+        let export = ChannelExport {
+            chunks: std::sync::Mutex::new(Some(chunks)),
+        };
+        (feed, export)
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantExport for ChannelExport {
+    async fn export_tenant(&self, _tenant_id: &str) -> Result<ExportStream, ApiError> {
+        let chunks = self
+            .chunks
+            .lock()
+            .ok()
+            .and_then(|mut chunks| chunks.take())
+            .ok_or_else(|| ApiError::unavailable("this test export was taken already"))?;
+        Ok(
+            futures_util::stream::unfold(chunks, |mut chunks| async move {
+                chunks.recv().await.map(|chunk| (chunk, chunks))
+            })
+            .boxed(),
+        )
     }
 }

@@ -5,6 +5,7 @@
 mod aggregates;
 mod audit;
 mod clients;
+mod export;
 pub(crate) mod internal;
 mod services;
 mod stream;
@@ -20,6 +21,7 @@ pub(crate) fn router() -> Router<CdxState> {
     Router::new()
         .merge(clients::router())
         .merge(tenants::router())
+        .merge(export::router())
         .merge(services::router())
         .merge(audit::router())
         .merge(aggregates::router())
@@ -31,7 +33,7 @@ pub(crate) fn router() -> Router<CdxState> {
     paths(
         clients::list, clients::create, clients::get_one, clients::update,
         tenants::list, tenants::create, tenants::get_one, tenants::update,
-        tenants::delete, tenants::purge, tenants::export,
+        tenants::delete, tenants::purge, export::export,
         aggregates::summary, aggregates::overview,
         services::list,
         audit::list, audit::tenant_list, audit::verify,

@@ -28,50 +28,6 @@ pub(super) fn router() -> Router<CdxState> {
             get(get_one).patch(update).delete(delete),
         )
         .route("/api/cdx/tenants/{id}/purge", get(purge))
-        .route("/api/cdx/tenants/{id}/export", get(export))
-}
-
-/// Download one document with all of a tenant's data in every service (data portability):
-/// `{"format", "exported_at", "tenant", "services": {"cdx": …, "auth": {"users": […]},
-/// "crm": {"customers": […], …}}}`. Password hashes and tokens never leave their service.
-/// The export is audited (`cdx.tenant.exported`).
-#[utoipa::path(get, path = "/api/cdx/tenants/{id}/export", tag = "cdx", security(("bearer" = [])),
-    params(("id" = String, Path, description = "tenant id or slug")),
-    responses((status = 200, description = "the export, as a JSON attachment"), (status = 404),
-        (status = 503, description = "a service could not be reached; nothing partial is given")))]
-#[tracing::instrument(skip_all)]
-pub(super) async fn export(
-    State(cdx): State<CdxState>,
-    Superadmin(caller): Superadmin,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let tenant = store::tenant_by_key(cdx.db().reader(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))?;
-    let mut services = serde_json::Map::new();
-    services.insert(
-        crate::SERVICE.name.to_string(),
-        serde_json::json!({ "tenant": &tenant }),
-    );
-    for (service, exporter) in cdx.exporters() {
-        services.insert(service.clone(), exporter.export_tenant(&tenant.id).await?);
-    }
-    store::record_export(cdx.db(), &tenant, &caller.actor()).await?;
-    cdx.announce();
-    let document = serde_json::json!({
-        "format": "metatron-tenant-export/1",
-        "exported_at": Timestamp::now(),
-        "tenant": &tenant,
-        "services": services,
-    });
-    let disposition = format!(
-        "attachment; filename=\"tenant-{}.json\"",
-        tenant.slug.as_str()
-    );
-    Ok((
-        [(axum::http::header::CONTENT_DISPOSITION, disposition)],
-        Json(document),
-    ))
 }
 
 /// `DELETE /api/cdx/tenants/{id}` query.

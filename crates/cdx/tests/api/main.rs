@@ -9,5 +9,6 @@ mod audit;
 mod audit_chain;
 mod clients;
 mod common;
+mod export;
 mod stream;
 mod tenants;

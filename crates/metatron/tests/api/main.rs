@@ -9,6 +9,7 @@ mod aggregates;
 mod audit;
 mod cli;
 mod crm;
+mod export;
 mod input;
 mod login;
 mod nats;
