@@ -227,14 +227,19 @@ impl Auth {
             .collect())
     }
 
-    /// Consumers this service adds to the event bus.
+    /// Consumers this service adds to the event bus, each waking this service's relay after
+    /// it ran (they record events: revoked sessions, created admins, purges).
     pub fn consumers(&self) -> Vec<Arc<dyn EventHandler>> {
-        vec![
+        let consumers: [Arc<dyn EventHandler>; 4] = [
             Arc::new(TenantReplica::new(self.0.db.clone())),
             Arc::new(events::TenantSuspension { auth: self.clone() }),
             Arc::new(events::TenantAdminProvisioning { auth: self.clone() }),
             Arc::new(events::TenantPurge { auth: self.clone() }),
-        ]
+        ];
+        consumers
+            .into_iter()
+            .map(|consumer| self.0.outbox.waking_after(consumer))
+            .collect()
     }
 
     /// The tenant replica of the auth database.

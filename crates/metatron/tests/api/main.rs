@@ -10,6 +10,7 @@ mod audit;
 mod cli;
 mod crm;
 mod input;
+mod lifecycle;
 mod login;
 mod nats;
 mod provisioning;
