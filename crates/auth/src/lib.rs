@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "setup_tokens",
         sql: include_str!("../migrations/0103_setup_tokens.sql"),
     },
+    MigrationFile {
+        version: 104,
+        name: "revoked_sessions",
+        sql: include_str!("../migrations/0104_revoked_sessions.sql"),
+    },
 ];
 
 /// The auth service.
