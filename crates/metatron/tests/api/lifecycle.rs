@@ -1,6 +1,6 @@
 //! A tenant's lifecycle end to end: the events its suspension and deletion make the services
-//! record leave at once, and its deletion leaves no row of it in any service database
-//! (checked in the databases).
+//! record leave at once, its export holds every record created for it and nothing else, and
+//! its deletion leaves no row of it in any service database (checked in the databases).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -125,6 +125,89 @@ async fn deleting_a_tenant_leaves_no_row_of_it_in_any_service_database() {
     assert_eq!(after, kept, "rows of the deleted tenant remain");
 }
 
+#[tokio::test]
+async fn the_export_holds_every_record_created_for_the_tenant_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let root = app.token(SUPERADMIN).await;
+    let tenant = populate(&app, &root, "exported").await;
+    let (status, export) = app
+        .call(
+            Method::GET,
+            "/api/cdx/tenants/exported/export",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    assert_eq!(export["tenant"]["id"], tenant.id.as_str());
+    let services = &export["services"];
+    assert_eq!(services["cdx"]["tenant"]["id"], tenant.id.as_str());
+
+    for ((service, table), ids) in &tenant.records {
+        let rows = rows(services, service, table);
+        let exported: BTreeSet<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+        for id in ids {
+            assert!(
+                exported.contains(id.as_str()),
+                "{service}.{table} misses {id}: {rows:?}"
+            );
+        }
+    }
+    // Tags and custom field values travel with their records.
+    let tags = rows(services, "crm", "customer_tags");
+    for customer in tenant.ids("crm", "customers") {
+        let row = rows(services, "crm", "customers")
+            .into_iter()
+            .find(|row| row["id"] == customer.as_str())
+            .expect("exported customer");
+        assert!(row["custom"].to_string().contains("tier"), "{row}");
+        for tag in ["vip", tenant.slug.as_str()] {
+            assert!(
+                tags.iter()
+                    .any(|t| t["customer_id"] == customer.as_str() && t["tag"] == tag),
+                "{customer} lacks the tag {tag}: {tags:?}"
+            );
+        }
+    }
+    for service in ["auth", "crm"] {
+        for (table, rows) in services[service].as_object().expect("tables") {
+            for row in rows.as_array().expect("rows") {
+                if let Some(owner) = row.get("tenant_id") {
+                    assert_eq!(owner, tenant.id.as_str(), "{service}.{table}: {row}");
+                }
+            }
+        }
+    }
+
+    // Nothing of another tenant, nothing secret.
+    let text = export.to_string();
+    let demo = [("x-tenant", "demo")];
+    let (_, other) = app
+        .call_with(Method::GET, "/api/crm/customers", Some(&root), None, &demo)
+        .await;
+    let (_, others) = app
+        .call_with(Method::GET, "/api/auth/users", Some(&root), None, &demo)
+        .await;
+    for record in other["items"]
+        .as_array()
+        .into_iter()
+        .chain(others["items"].as_array())
+        .flatten()
+    {
+        let id = record["id"].as_str().expect("id");
+        assert!(!text.contains(id), "another tenant's {record} is exported");
+    }
+    for secret in
+        tenant
+            .secrets
+            .iter()
+            .map(String::as_str)
+            .chain(["$argon2", "password", "token_hash"])
+    {
+        assert!(!text.contains(secret), "{secret} is exported: {text}");
+    }
+}
+
 /// A tenant filled through the API with data of every kind.
 struct Populated {
     id: String,
@@ -133,6 +216,8 @@ struct Populated {
     records: BTreeMap<(&'static str, &'static str), Vec<String>>,
     /// Its users' sessions.
     sessions: Vec<String>,
+    /// What must never leave auth: the setup token, access and refresh tokens.
+    secrets: Vec<String>,
 }
 
 impl Populated {
@@ -155,7 +240,7 @@ impl Populated {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Logs a user of the tenant in: notes the user and the session; answers
+    /// Logs a user of the tenant in: notes the user, the session and its tokens; answers
     /// the access token.
     async fn log_in(&mut self, app: &TestApp, email: &str, password: &str) -> String {
         let (status, login) = app.login_as((email, password), Some(&self.slug)).await;
@@ -171,6 +256,13 @@ impl Populated {
             .and_then(|s| s["id"].as_str())
             .expect("the current session");
         self.sessions.push(current.to_string());
+        self.secrets.push(token.clone());
+        self.secrets.push(
+            login["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_string(),
+        );
         token
     }
 }
@@ -207,6 +299,7 @@ async fn populate(app: &TestApp, root: &str, slug: &str) -> Populated {
         slug: slug.to_string(),
         records: BTreeMap::new(),
         sessions: Vec::new(),
+        secrets: vec![setup],
     };
     let admin = data.log_in(app, &admin_email, "a-good-secret").await;
     let staff_email = format!("staff@{slug}.example");
@@ -289,6 +382,14 @@ async fn populate(app: &TestApp, root: &str, slug: &str) -> Populated {
         data.add("crm", "notes", &note);
     }
     data
+}
+
+/// The exported rows of `service`'s `table`.
+fn rows(services: &Value, service: &str, table: &str) -> Vec<Value> {
+    services[service][table]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {service}.{table} in the export"))
+        .clone()
 }
 
 /// `service.table` of a `service.table.column`.
