@@ -122,7 +122,6 @@ impl EventHandler for TenantAdminProvisioning {
         )
         .await?;
         tx.commit().await?;
-        self.auth.0.outbox.notify();
         Ok(())
     }
 }
@@ -172,7 +171,6 @@ impl EventHandler for TenantPurge {
         .await?;
         tx.commit().await?;
         self.auth.forget_sessions(&revoked);
-        self.auth.0.outbox.notify();
         Ok(())
     }
 }

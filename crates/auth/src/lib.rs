@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "setup_tokens",
         sql: include_str!("../migrations/0103_setup_tokens.sql"),
     },
+    MigrationFile {
+        version: 104,
+        name: "revoked_sessions",
+        sql: include_str!("../migrations/0104_revoked_sessions.sql"),
+    },
 ];
 
 /// The auth service.
@@ -227,14 +232,19 @@ impl Auth {
             .collect())
     }
 
-    /// Consumers this service adds to the event bus.
+    /// Consumers this service adds to the event bus, each waking this service's relay after
+    /// it ran (they record events: revoked sessions, created admins, purges).
     pub fn consumers(&self) -> Vec<Arc<dyn EventHandler>> {
-        vec![
+        let consumers: [Arc<dyn EventHandler>; 4] = [
             Arc::new(TenantReplica::new(self.0.db.clone())),
             Arc::new(events::TenantSuspension { auth: self.clone() }),
             Arc::new(events::TenantAdminProvisioning { auth: self.clone() }),
             Arc::new(events::TenantPurge { auth: self.clone() }),
-        ]
+        ];
+        consumers
+            .into_iter()
+            .map(|consumer| self.0.outbox.waking_after(consumer))
+            .collect()
     }
 
     /// The tenant replica of the auth database.

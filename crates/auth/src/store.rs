@@ -424,15 +424,19 @@ pub async fn revoke_sessions(
     rows.iter().map(|r| r.try_get::<String, _>("id")).collect()
 }
 
-/// Sessions revoked at or after `since` (to rebuild the in-memory revocation list at start).
+/// Sessions revoked at or after `since` (to rebuild the in-memory revocation list at start),
+/// those of deleted tenants included.
 pub async fn revoked_since<'c, E: Executor<'c, Database = Any>>(
     exec: E,
     since: Timestamp,
 ) -> Result<Vec<(String, Timestamp)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
-        .bind(since.millis())
-        .fetch_all(exec)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1 \
+         UNION ALL SELECT session_id, revoked_at FROM revoked_sessions WHERE revoked_at >= $1",
+    )
+    .bind(since.millis())
+    .fetch_all(exec)
+    .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("id")?, Timestamp(r.try_get("revoked_at")?))))
         .collect()
@@ -508,8 +512,13 @@ pub async fn failures<'c, E: Executor<'c, Database = Any>>(
     })
 }
 
-/// Deletes attempts older than `before` and sessions expired before it.
+/// Deletes attempts older than `before` and sessions (deleted tenants' revoked ones too)
+/// expired before it.
 pub async fn prune(conn: &mut AnyConnection, before: Timestamp) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM revoked_sessions WHERE expires_at < $1")
+        .bind(before.millis())
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM login_attempts WHERE at < $1")
         .bind(before.millis())
         .execute(&mut *conn)
@@ -637,15 +646,23 @@ pub async fn take_setup_token(
     Ok(Some((row.try_get("tenant_id")?, row.try_get("user_id")?)))
 }
 
-/// Removes every row of a tenant (users, refresh tokens, login attempts, setup tokens) and
-/// strips its (revoked) sessions of who, where and what: they stay, anonymous, until they
-/// expire, so that a restarted service still refuses their access tokens. Answers how many
-/// rows went or changed.
+/// Removes every row of a tenant (users, sessions with their refresh tokens, login attempts,
+/// setup tokens). Of its revoked sessions (the caller revoked them all) only the id and
+/// times stay, in `revoked_sessions`, until they would have expired, so that a restarted
+/// service still refuses their access tokens. Answers how many rows of the tenant went.
 pub async fn delete_tenant(conn: &mut AnyConnection, tenant_id: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO revoked_sessions (session_id, revoked_at, expires_at) \
+         SELECT id, revoked_at, expires_at FROM sessions \
+         WHERE tenant_id = $1 AND revoked_at IS NOT NULL",
+    )
+    .bind(tenant_id)
+    .execute(&mut *conn)
+    .await?;
     let mut rows = 0;
     for sql in [
         "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE tenant_id = $1)",
-        "UPDATE sessions SET subject_name = '', ip = NULL, user_agent = NULL WHERE tenant_id = $1",
+        "DELETE FROM sessions WHERE tenant_id = $1",
         "DELETE FROM login_attempts WHERE tenant_id = $1",
         "DELETE FROM setup_tokens WHERE tenant_id = $1",
         "DELETE FROM users WHERE tenant_id = $1",

@@ -239,7 +239,8 @@ impl Cdx {
     }
 
     /// The consumer that turns every event of every service into an audit log entry;
-    /// subscribe it to the bus.
+    /// subscribe it to the bus. Like the aggregates consumer it records no events, so it
+    /// needs no [`Outbox::waking_after`] (and stays off the relay on every event's path).
     pub fn audit_consumer(&self) -> Arc<dyn EventHandler> {
         let every = i64::try_from(self.0.audit.checkpoint_every).unwrap_or(i64::MAX);
         Arc::new(audit::AuditConsumer::new(

@@ -137,14 +137,20 @@ impl Crm {
         CrmFacts::new(self.0.db.clone())
     }
 
-    /// The consumers to subscribe to the bus: the tenant replica (for `X-Tenant`) and the
-    /// replica of tenant users (possible owners of records).
+    /// The consumers to subscribe to the bus: the tenant replica (for `X-Tenant`), the
+    /// replica of tenant users (possible owners of records) and the tenant provisioning.
+    /// Each wakes this service's relay after it ran (provisioning records events: the
+    /// default pipeline, the purge report).
     pub fn consumers(&self) -> Vec<Arc<dyn EventHandler>> {
-        vec![
+        let consumers: [Arc<dyn EventHandler>; 3] = [
             Arc::new(TenantReplica::new(self.0.db.clone())),
             Arc::new(events::TenantUsers::new(self.0.db.clone())),
             Arc::new(events::TenantProvisioning::new(self.0.db.clone())),
-        ]
+        ];
+        consumers
+            .into_iter()
+            .map(|consumer| self.0.outbox.waking_after(consumer))
+            .collect()
     }
 
     pub(crate) fn db(&self) -> &Db {

@@ -73,18 +73,149 @@ where
 
 impl Up {
     async fn login(&self, username: &str, password: &str) -> Option<String> {
+        let (status, body) = self.login_answer(username, password).await?;
+        if status != 200 {
+            return None;
+        }
+        body["access_token"].as_str().map(str::to_string)
+    }
+
+    /// The status and body of a login through the gateway; `None` when it cannot be sent.
+    async fn login_answer(&self, username: &str, password: &str) -> Option<(u16, Value)> {
         let response = reqwest::Client::new()
             .post(format!("{}/api/auth/login", self.base))
             .json(&json!({ "username": username, "password": password }))
             .send()
             .await
             .ok()?;
-        if response.status() != 200 {
-            return None;
-        }
-        let body: Value = response.json().await.ok()?;
-        body["access_token"].as_str().map(str::to_string)
+        let status = response.status().as_u16();
+        Some((status, response.json().await.unwrap_or_default()))
     }
+}
+
+/// The status and `error.code` of a request, `(0, "")` when it could not be sent.
+async fn outcome(response: reqwest::Result<reqwest::Response>) -> (u16, String) {
+    let Ok(response) = response else {
+        return (0, String::new());
+    };
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or_default();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// A tenant created through the gateway with its admin's email is provisioned by the auth
+/// process (the admin, activated with the one-time setup token) and the crm process (the
+/// default pipeline); suspending it refuses the admin's login and CRM writes in those
+/// processes, and resuming restores both.
+async fn tenant_lifecycle_across_processes(stack: &Up, superadmin: &str) {
+    let http = reqwest::Client::new();
+    let base = &stack.base;
+    let clients: Value = http
+        .get(format!("{base}/api/cdx/clients"))
+        .bearer_auth(superadmin)
+        .send()
+        .await
+        .expect("clients")
+        .json()
+        .await
+        .expect("json");
+    let created = http
+        .post(format!("{base}/api/cdx/tenants"))
+        .bearer_auth(superadmin)
+        .json(
+            &json!({"slug": "across", "name": "Across", "client_id": clients["items"][0]["id"],
+                      "admin_email": "chief@across.example"}),
+        )
+        .send()
+        .await
+        .expect("tenant");
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.expect("json");
+    let setup = created["admin_setup"]["token"]
+        .as_str()
+        .expect("setup token");
+
+    // Auth applies the tenant's creation from NATS; until then the token is unknown there.
+    eventually(Duration::from_secs(60), || async {
+        let set = http
+            .post(format!("{base}/api/auth/setup-password"))
+            .json(&json!({"token": setup, "password": "chief-password"}))
+            .send()
+            .await;
+        status_of(set).await == 204
+    })
+    .await;
+    let chief = stack
+        .login("chief@across.example", "chief-password")
+        .await
+        .expect("the provisioned admin logs in");
+    eventually(Duration::from_secs(60), || async {
+        let pipelines: Value = match http
+            .get(format!("{base}/api/crm/pipelines"))
+            .bearer_auth(&chief)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        pipelines["items"][0]["name"] == "Sales"
+    })
+    .await;
+
+    let set_status = |status: &'static str| {
+        http.patch(format!("{base}/api/cdx/tenants/across"))
+            .bearer_auth(superadmin)
+            .json(&json!({ "status": status }))
+            .send()
+    };
+    let crm_write = || {
+        http.post(format!("{base}/api/crm/customers"))
+            .bearer_auth(superadmin)
+            .header("x-tenant", "across")
+            .json(&json!({"first_name": "Cross", "last_name": "Process"}))
+            .send()
+    };
+    assert_eq!(status_of(set_status("suspended").await).await, 200);
+    eventually(Duration::from_secs(60), || async {
+        stack
+            .login_answer("chief@across.example", "chief-password")
+            .await
+            .is_some_and(|(status, body)| {
+                status == 403 && body["error"]["code"] == "tenant_suspended"
+            })
+    })
+    .await;
+    eventually(Duration::from_secs(60), || async {
+        outcome(crm_write().await).await == (409, "tenant_suspended".to_string())
+    })
+    .await;
+    // The admin's session ended in auth, and the crm process refuses its token too.
+    eventually(Duration::from_secs(30), || async {
+        let listed = http
+            .get(format!("{base}/api/crm/customers"))
+            .bearer_auth(&chief)
+            .send()
+            .await;
+        status_of(listed).await == 401
+    })
+    .await;
+
+    assert_eq!(status_of(set_status("active").await).await, 200);
+    eventually(Duration::from_secs(60), || async {
+        stack
+            .login("chief@across.example", "chief-password")
+            .await
+            .is_some()
+    })
+    .await;
+    eventually(Duration::from_secs(60), || async {
+        status_of(crm_write().await).await == 201
+    })
+    .await;
 }
 
 async fn status_of(response: reqwest::Result<reqwest::Response>) -> u16 {
@@ -302,6 +433,8 @@ async fn the_distributed_stack_serves_like_all_in_one() {
         .login("first@far-away.example", "long-enough-1")
         .await
         .is_none());
+
+    tenant_lifecycle_across_processes(&stack, &admin).await;
 
     // Logging out in auth ends the token in the crm process too.
     let logout = http

@@ -309,6 +309,36 @@ impl Destination for Bus {
     }
 }
 
+/// A consumer whose effects may record events in an outbox: see [`Outbox::waking_after`].
+struct WakesRelay {
+    consumer: Arc<dyn EventHandler>,
+    wake: Arc<Notify>,
+}
+
+#[async_trait]
+impl EventHandler for WakesRelay {
+    fn name(&self) -> &'static str {
+        self.consumer.name()
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        self.consumer.wants(event_type)
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let applied = self.consumer.handle(event).await;
+        // After a failure too: what a batch committed before it must not wait for the poll.
+        self.wake.notify_one();
+        applied
+    }
+
+    async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
+        let applied = self.consumer.handle_batch(events).await;
+        self.wake.notify_one();
+        applied
+    }
+}
+
 /// How long delivered events and consumers' dedup rows are kept (`[events]` settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -386,6 +416,18 @@ impl Outbox {
     /// Wakes the relay; call after committing a transaction that recorded events.
     pub fn notify(&self) {
         self.wake.notify_one();
+    }
+
+    /// `consumer`, waking this outbox's relay after every delivery to it. A service
+    /// subscribes each of its consumers through this, so that the events a consumer records
+    /// in the service's outbox (a purge reporting that it is done, a suspension revoking
+    /// sessions) leave at once instead of at the relay's next poll, and a consumer added
+    /// later cannot forget to wake it.
+    pub fn waking_after(&self, consumer: Arc<dyn EventHandler>) -> Arc<dyn EventHandler> {
+        Arc::new(WakesRelay {
+            consumer,
+            wake: self.wake.clone(),
+        })
     }
 
     /// Delivers every pending event now and returns when done (or on the first failure,
@@ -551,6 +593,75 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// Answers every `test.ping` with a `test.pong` recorded in its own service's outbox.
+    struct Echo {
+        db: Db,
+    }
+
+    #[async_trait]
+    impl EventHandler for Echo {
+        fn name(&self) -> &'static str {
+            "echo"
+        }
+        fn wants(&self, event_type: &str) -> bool {
+            event_type == "test.ping"
+        }
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            if let Some(mut tx) = begin_once(&self.db, self.name(), event).await? {
+                let pong = Event::new(
+                    "t",
+                    "test.pong",
+                    None,
+                    &event.aggregate_id,
+                    &Actor::system("echo"),
+                    Value::Null,
+                );
+                record(&mut tx, &pong).await?;
+                tx.commit().await?;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn events_a_consumer_records_leave_on_commit_not_at_the_next_poll() {
+        let (upstream_dir, own_dir) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (upstream, own) = (db(&upstream_dir).await, db(&own_dir).await);
+        let bus = Bus::new();
+        let upstream_outbox = Outbox::new(upstream.clone(), bus.clone());
+        let own_outbox = Outbox::new(own.clone(), bus.clone());
+        bus.subscribe(own_outbox.waking_after(Arc::new(Echo { db: own.clone() })));
+        let relay = own_outbox.spawn_relay(Duration::from_secs(60));
+        // Lets the relay finish its first pass, so only a wake-up can deliver the pong.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let ping = Event::new(
+            "t",
+            "test.ping",
+            None,
+            "a1",
+            &Actor::system("test"),
+            Value::Null,
+        );
+        let mut tx = upstream.begin().await.expect("begin");
+        record(&mut tx, &ping).await.expect("record");
+        tx.commit().await.expect("commit");
+        assert_eq!(upstream_outbox.flush().await.expect("deliver"), 1);
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while own.count_rows("outbox").await.expect("count") > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pong waits for the poll"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        relay.abort();
     }
 
     async fn db(dir: &tempfile::TempDir) -> Db {

@@ -1,7 +1,7 @@
 //! The aggregates (read models) built from every service's events, and the reads of the
 //! summary, the overview and the tenant list with its summary columns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use platform::db::contains_pattern;
 use platform::db::{Backend, Db};
@@ -39,12 +39,13 @@ pub(crate) async fn apply_events(
     backend: Backend,
     events: &[&Event],
 ) -> sqlx::Result<()> {
-    count_activity(conn, backend, events).await?;
+    let deleted = deleted_tenants(conn, events).await?;
+    count_activity(conn, backend, events, &deleted).await?;
     let mut counters = PendingCounters::default();
     let mut logins = false;
     for event in events {
         logins |= event.event_type == "auth.login.succeeded";
-        apply_event(conn, event, &mut counters).await?;
+        apply_event(conn, event, &mut counters, &deleted).await?;
     }
     counters.flush(conn).await?;
     if logins {
@@ -56,11 +57,43 @@ pub(crate) async fn apply_events(
     Ok(())
 }
 
-/// Applies one event's effect on the aggregates, its counter changes into `counters`.
+/// Tenants CDX deleted, among those `events` belong to: their events still arrive (the
+/// services' purges, changes in flight), but must not bring back a row of the tenant.
+async fn deleted_tenants(
+    conn: &mut AnyConnection,
+    events: &[&Event],
+) -> sqlx::Result<BTreeSet<String>> {
+    let tenants: Vec<&str> = events
+        .iter()
+        .filter_map(|event| event.tenant_id.as_deref())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut deleted = BTreeSet::new();
+    for chunk in tenants.chunks(TENANT_CHUNK) {
+        let sql = format!(
+            "SELECT DISTINCT tenant_id FROM tenant_purges WHERE tenant_id IN ({})",
+            platform::sql::placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for tenant in chunk {
+            query = query.bind(*tenant);
+        }
+        deleted.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(deleted)
+}
+
+/// Tenant ids per lookup of [`deleted_tenants`] (well under every backend's limit).
+const TENANT_CHUNK: usize = 500;
+
+/// Applies one event's effect on the aggregates, its counter changes into `counters`. Of a
+/// tenant in `deleted` only the deletion itself and the services' purge reports count.
 async fn apply_event(
     conn: &mut AnyConnection,
     event: &Event,
     counters: &mut PendingCounters,
+    deleted: &BTreeSet<String>,
 ) -> sqlx::Result<()> {
     let at = event.occurred_at.millis();
     let Some(tenant) = event.tenant_id.as_deref() else {
@@ -84,18 +117,14 @@ async fn apply_event(
         .execute(&mut *conn)
         .await?;
     }
+    if event.event_type == crate::events::TENANT_DELETED {
+        return forget_tenant(conn, tenant, counters).await;
+    }
+    if deleted.contains(tenant) {
+        return Ok(());
+    }
     match event.event_type.as_str() {
         crate::events::TENANT_CREATED => ensure_summary(conn, tenant, at).await?,
-        crate::events::TENANT_DELETED => {
-            // Changes folded before the deletion must not bring the summary back.
-            counters.forget(tenant);
-            for table in TENANT_TABLES {
-                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
-                    .bind(tenant)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
         "auth.user.created" | "auth.user.updated" | "auth.user.deleted" => {
             apply_user(conn, tenant, event, counters).await?;
         }
@@ -164,7 +193,7 @@ async fn apply_event(
     Ok(())
 }
 
-/// The per-tenant aggregate tables (the activity per day stays: it is history).
+/// The per-tenant aggregate tables besides the activity per day.
 const TENANT_TABLES: &[&str] = &[
     "tenant_summary",
     "tenant_pipeline",
@@ -173,19 +202,59 @@ const TENANT_TABLES: &[&str] = &[
     "tenant_logins",
 ];
 
+/// Removes every aggregate row of a deleted tenant. Its activity per day is history the
+/// platform overview still shows, so it moves to the platform's own rows (tenant `''`)
+/// rather than staying under the tenant's id.
+async fn forget_tenant(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    counters: &mut PendingCounters,
+) -> sqlx::Result<()> {
+    // Changes folded before the deletion must not bring the summary back.
+    counters.forget(tenant);
+    for table in TENANT_TABLES {
+        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+            .bind(tenant)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(&format!(
+        "INSERT INTO activity_daily (tenant_id, day, logins, events) \
+         SELECT '', day, logins, events FROM activity_daily WHERE tenant_id = $1 {ADD_TO_DAY}"
+    ))
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM activity_daily WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How an activity row adds to the one of its tenant and day that exists.
+const ADD_TO_DAY: &str = "ON CONFLICT (tenant_id, day) DO UPDATE SET \
+     logins = activity_daily.logins + excluded.logins, \
+     events = activity_daily.events + excluded.events";
+
 /// Rows per activity upsert (4 parameters each).
 const ACTIVITY_CHUNK: usize = 200;
 
 /// Counts `events` (and the logins among them) into their tenant's day, one row per
-/// tenant and day.
+/// tenant and day; platform events and those of `deleted` tenants into the platform's.
 async fn count_activity(
     conn: &mut AnyConnection,
     backend: Backend,
     events: &[&Event],
+    deleted: &BTreeSet<String>,
 ) -> sqlx::Result<()> {
     let mut days: BTreeMap<(&str, String), (i64, i64)> = BTreeMap::new();
     for event in events {
-        let tenant = event.tenant_id.as_deref().unwrap_or("");
+        let tenant = event
+            .tenant_id
+            .as_deref()
+            .filter(|tenant| !deleted.contains(*tenant))
+            .unwrap_or("");
         let count = days.entry((tenant, day_of(event.occurred_at))).or_default();
         count.0 += i64::from(event.event_type == "auth.login.succeeded");
         count.1 += 1;
@@ -193,10 +262,7 @@ async fn count_activity(
     let days: Vec<_> = days.into_iter().collect();
     for chunk in days.chunks(ACTIVITY_CHUNK) {
         let sql = format!(
-            "INSERT INTO activity_daily (tenant_id, day, logins, events) VALUES {} \
-             ON CONFLICT (tenant_id, day) DO UPDATE SET \
-             logins = activity_daily.logins + excluded.logins, \
-             events = activity_daily.events + excluded.events",
+            "INSERT INTO activity_daily (tenant_id, day, logins, events) VALUES {} {ADD_TO_DAY}",
             values_list(backend, chunk.len(), 4)
         );
         let mut upsert = sqlx::query(&sql);

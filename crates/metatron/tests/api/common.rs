@@ -9,6 +9,25 @@ pub const SUPERADMIN: (&str, &str) = ("test", "test123");
 pub const ADMIN: (&str, &str) = ("jane.smith@demo.com", "demo123");
 pub const USER: (&str, &str) = ("john.doe@demo.com", "demo123");
 
+/// Polls `check` every 20 ms until it answers `Some`, for at most `limit`; `None` if it
+/// never did.
+pub async fn within<T, F, Fut>(limit: std::time::Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A running platform with the demo data, and a client for it.
 pub struct TestApp {
     pub base: String,
@@ -190,6 +209,34 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{tenant}");
         tenant["id"].as_str().expect("tenant id").to_string()
+    }
+
+    /// Deletes the tenant with slug `slug` (as the superadmin `root`) and answers its purge
+    /// report once every service has purged it, failing the test if that takes longer than
+    /// `limit`.
+    pub async fn delete_tenant(&self, root: &str, slug: &str, limit: std::time::Duration) -> Value {
+        let (status, report) = self
+            .call(
+                Method::DELETE,
+                &format!("/api/cdx/tenants/{slug}?confirm={slug}"),
+                Some(root),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{report}");
+        let path = format!("/api/cdx/tenants/{slug}/purge");
+        let complete = within(limit, || async {
+            let (_, report) = self.call(Method::GET, &path, Some(root), None).await;
+            (report["complete"] == true).then_some(report)
+        })
+        .await;
+        match complete {
+            Some(report) => report,
+            None => {
+                let (_, report) = self.call(Method::GET, &path, Some(root), None).await;
+                panic!("the purge of {slug} is not complete within {limit:?}: {report}")
+            }
+        }
     }
 
     /// Creates a user through the API (as `token`, in `tenant` when given) and answers it.

@@ -11,6 +11,7 @@ mod cli;
 mod crm;
 mod export;
 mod input;
+mod lifecycle;
 mod login;
 mod nats;
 mod provisioning;

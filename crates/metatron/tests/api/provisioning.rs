@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::common::{TestApp, SUPERADMIN};
 
-async fn create_with_admin(
+pub(crate) async fn create_with_admin(
     app: &TestApp,
     root: &str,
     slug: &str,
@@ -204,33 +204,10 @@ async fn deleting_a_tenant_purges_it_from_every_service() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let (status, report) = app
-        .call(
-            Method::DELETE,
-            "/api/cdx/tenants/doomed?confirm=doomed",
-            Some(&root),
-            None,
-        )
+    let report = app
+        .delete_tenant(&root, "doomed", std::time::Duration::from_secs(5))
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{report}");
     assert_eq!(report["tenant_id"], id.as_str());
-    let mut report = report;
-    for _ in 0..100 {
-        if report["complete"] == true {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        report = app
-            .call(
-                Method::GET,
-                "/api/cdx/tenants/doomed/purge",
-                Some(&root),
-                None,
-            )
-            .await
-            .1;
-    }
-    assert_eq!(report["complete"], true, "{report}");
     let services: Vec<&str> = report["services"]
         .as_array()
         .expect("services")

@@ -13,6 +13,12 @@ async fn me_status(app: &TestApp, token: &str) -> StatusCode {
         .0
 }
 
+async fn sessions_status(app: &TestApp, token: &str) -> StatusCode {
+    app.call(Method::GET, "/api/auth/sessions", Some(token), None)
+        .await
+        .0
+}
+
 #[tokio::test]
 async fn forged_tampered_unsigned_and_foreign_tokens_are_refused() {
     let app = TestApp::spawn().await;
@@ -175,6 +181,44 @@ async fn revocations_survive_a_restart() {
     let (dbs, settings) = app.stop().await;
     let app = TestApp::spawn_on(dbs, settings).await;
     assert_eq!(me_status(&app, &token).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_deleted_tenants_tokens_stay_refused_after_a_restart() {
+    let app = TestApp::spawn().await;
+    let root = app.token(SUPERADMIN).await;
+    app.create_tenant(&root, "short-lived").await;
+    app.create_user(
+        &root,
+        Some("short-lived"),
+        "ann@short-lived.example",
+        "user",
+    )
+    .await;
+    let (status, login) = app
+        .login_as(
+            ("ann@short-lived.example", "password123"),
+            Some("short-lived"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let token = login["access_token"].as_str().expect("token").to_string();
+    // Listing one's sessions needs nothing but an unrevoked token, so only the revocation
+    // can refuse it once the tenant's users and sessions are gone.
+    assert_eq!(sessions_status(&app, &token).await, StatusCode::OK);
+
+    app.delete_tenant(&root, "short-lived", std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        sessions_status(&app, &token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (dbs, settings) = app.stop().await;
+    let app = TestApp::spawn_on(dbs, settings).await;
+    assert_eq!(
+        sessions_status(&app, &token).await,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
