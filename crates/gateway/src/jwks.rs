@@ -39,7 +39,9 @@ impl Keys {
         match self.verifier.verify(token) {
             Ok(claims) => Ok(claims),
             Err(TokenError::UnknownKey) => {
-                self.refresh(gw).await?;
+                // Boxed: the fetch is rare, and inline it would enlarge every proxied
+                // request's future (which is moved, byte by byte, several times a request).
+                Box::pin(self.refresh(gw)).await?;
                 self.verifier.verify(token).map_err(|e| rejected(&e))
             }
             Err(e) => Err(rejected(&e)),

@@ -14,22 +14,22 @@ mod client;
 pub mod config;
 mod jwks;
 mod proxy;
+mod serve;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use platform::ApiError;
 use serde_json::{json, Value};
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{Balance, Config, RateLimit};
@@ -108,23 +108,27 @@ impl Gateway {
         self.0.pools.values()
     }
 
-    /// The gateway's HTTP application: `/health`, `/ready`, the merged
-    /// `/api/openapi.json`, and the proxy for everything else, behind request ids, access
-    /// log, CORS and panic containment.
-    pub fn router(&self) -> Router {
-        let mut router = Router::new()
+    /// The gateway's front door with `pages` (e.g. the web console) served beside its own
+    /// `/health`, `/ready` and `/api/openapi.json`; everything under `/api/<service>/` is
+    /// proxied. See [`Front`].
+    pub fn front(&self, pages: Router) -> Front {
+        let own = Router::new()
             .route("/health", get(health))
             .route("/ready", get(health))
             .route("/api/openapi.json", get(openapi))
-            .fallback(proxy::proxy)
-            .with_state(self.clone())
-            .layer(middleware::from_fn(edge));
-        if let Some(cors) = cors(&self.0.config.cors_allowed_origins) {
-            router = router.layer(cors);
+            .fallback(proxied)
+            .with_state(self.clone());
+        let mut pages = pages.merge(own);
+        let cors = cors(&self.0.config.cors_allowed_origins);
+        let direct = cors.is_none();
+        if let Some(cors) = cors {
+            pages = pages.layer(cors);
         }
-        router.layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("gateway handler panicked", "panic").into_response()
-        }))
+        Front {
+            gateway: self.clone(),
+            pages,
+            direct,
+        }
     }
 
     /// Runs the active health checks (`GET /ready` on every upstream) every
@@ -235,48 +239,153 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Request id (kept when valid, otherwise new), access log line, JSON for axum's own
-/// rejections.
-async fn edge(mut req: Request, next: Next) -> Response {
-    let id = platform::http::request_id(req.headers());
-    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-    // What the access line needs is copied only when the line is written (benchmarks and
-    // busy deployments run at `warn`).
-    let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO).then(|| {
-        (
-            Instant::now(),
-            req.method().clone(),
-            route_template(req.uri().path()),
-        )
-    });
-    let mut response = next.run(req).await;
+/// The gateway's HTTP service: what every request goes through, in one place.
+///
+/// A request to `/api/<service>/...` goes straight to the proxy; the gateway's own routes
+/// and the pages served beside them (the console) go through their router, which also
+/// proxies when CORS is configured (its layer then wraps everything). Both ways get the
+/// same edge: the request id (kept when valid, otherwise new) on the request and the
+/// answer, one access log line, a JSON answer for a panic and for a method the router does
+/// not allow. Cheap to clone: one per connection.
+#[derive(Clone)]
+pub struct Front {
+    gateway: Gateway,
+    pages: Router,
+    /// Whether proxied requests skip the router (no CORS layer to pass).
+    direct: bool,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front")
+            .field("gateway", &self.gateway)
+            .field("direct", &self.direct)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Front {
+    /// Answers `req` from `peer` (absent for in-process callers, which may name their
+    /// client as `ConnectInfo` instead).
+    async fn serve(
+        self,
+        mut req: Request,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response, std::convert::Infallible> {
+        let id = platform::http::request_id(req.headers());
+        // Room for what the edge and the proxy add (request id, `x-forwarded-*`) in one
+        // growth of the map instead of one per field.
+        req.headers_mut().reserve(4);
+        req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+        // What the access line needs is copied only when the line is written (benchmarks
+        // and busy deployments run at `warn`).
+        let logged =
+            tracing::enabled!(target: "gateway::access", tracing::Level::INFO).then(|| {
+                (
+                    Instant::now(),
+                    req.method().clone(),
+                    route_template(req.uri().path()),
+                )
+            });
+        let (mut response, upstream) = if self.direct && proxy::is_proxied(req.uri().path()) {
+            contain_panics(proxy::forward(&self.gateway, req, peer)).await
+        } else {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
+            // Boxed: the router's future is large, and inline it would enlarge every
+            // proxied request's future too.
+            let response = contain_panics(Box::pin(async {
+                let response = self.pages.oneshot(req).await.unwrap_or_else(|e| match e {});
+                (response, None)
+            }))
+            .await
+            .0;
+            let upstream = response.extensions().get::<ServedBy>().map(|s| s.0.clone());
+            (json_method_not_allowed(response), upstream)
+        };
+        if let Some((started, method, path)) = logged {
+            tracing::info!(
+                target: "gateway::access",
+                request_id = %id.to_str().unwrap_or_default(),
+                %method,
+                %path,
+                status = response.status().as_u16(),
+                upstream = %upstream.as_deref().unwrap_or("-"),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
+        response.headers_mut().insert(REQUEST_ID_HEADER, id);
+        Ok(response)
+    }
+}
+
+/// In-process callers (the console's API client) call the front door as a tower service;
+/// their client, if any, comes as `ConnectInfo`.
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let peer = platform::http::peer_addr(&req);
+        Box::pin(self.clone().serve(req, peer))
+    }
+}
+
+/// Runs `answer`, turning a panic in it into a 500 JSON answer instead of a dropped
+/// connection. (Not an `async fn`: that would hold `answer` twice in its state, once as
+/// the argument and once wrapped.)
+fn contain_panics(
+    answer: impl std::future::Future<Output = (Response, Option<Arc<str>>)>,
+) -> impl std::future::Future<Output = (Response, Option<Arc<str>>)> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(answer)
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|_| {
+                (
+                    ApiError::internal("gateway handler panicked", "panic").into_response(),
+                    None,
+                )
+            })
+        })
+}
+
+/// The router's own 405 (no body) in the JSON error format.
+fn json_method_not_allowed(response: Response) -> Response {
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && response
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .is_none()
     {
-        response = ApiError::new(
+        return ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "this method is not allowed here",
         )
         .into_response();
     }
-    if let Some((started, method, path)) = logged {
-        let upstream = response.extensions().get::<ServedBy>().map(|s| s.0.clone());
-        tracing::info!(
-            target: "gateway::access",
-            request_id = %id.to_str().unwrap_or_default(),
-            %method,
-            %path,
-            status = response.status().as_u16(),
-            upstream = %upstream.as_deref().unwrap_or("-"),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
+    response
+}
+
+/// The router's fallback: the proxy, for requests that pass the router (CORS configured,
+/// or a path that names no service, which it answers 404).
+async fn proxied(State(gw): State<Gateway>, req: Request) -> Response {
+    let peer = platform::http::peer_addr(&req);
+    let (mut response, upstream) = proxy::forward(&gw, req, peer).await;
+    if let Some(upstream) = upstream {
+        response.extensions_mut().insert(ServedBy(upstream));
     }
-    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }
 
@@ -420,22 +529,21 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = gateway.router();
-    serve_router(&gateway, router, listener, shutdown).await
+    let front = gateway.front(Router::new());
+    serve_front(&gateway, front, listener, shutdown).await
 }
 
-/// Like [`serve`], for a `router` built around [`Gateway::router`] (e.g. with pages of its
-/// own merged in): serves it and runs the gateway's health checks meanwhile.
-pub async fn serve_router(
+/// Like [`serve`], for a [`Front`] of `gateway` with pages of its own (the console):
+/// serves it on one event loop per core (`[gateway] workers`) and runs the gateway's
+/// health checks meanwhile.
+pub async fn serve_front(
     gateway: &Gateway,
-    router: Router,
+    front: Front,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let checks = gateway.spawn_health_checks();
-    let result =
-        platform::http::serve_per_core(listener, router, shutdown, gateway.0.config.workers())
-            .await;
+    let result = serve::serve_per_core(listener, front, shutdown, gateway.0.config.workers()).await;
     checks.abort();
     result
 }

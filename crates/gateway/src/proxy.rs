@@ -1,7 +1,7 @@
 //! Forwarding one request: edge checks, header rewriting, the choice of upstream, timeouts,
 //! retries on connect failure, and the streamed response.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
@@ -18,13 +18,13 @@ use http_body::{Frame, SizeHint};
 use platform::ApiError;
 
 use crate::upstream::{Unavailable, Upstream};
-use platform::http::{bearer_token, peer_addr};
+use platform::http::bearer_token;
 use platform::limit::{rate_limited, Scope};
 
 use crate::client::{self, UpstreamBody};
-use crate::{Gateway, ServedBy};
+use crate::Gateway;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body on its way upstream: streamed as it arrives, cut off (and flagged) when
 /// it grows past the route's limit.
@@ -143,14 +143,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `X-Forwarded-For` with `ip` appended to the `previous` list, formatted on the stack (the
 /// header value is the one allocation).
 fn forwarded_for(previous: Option<&HeaderValue>, ip: &IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
     // The longest IPv6 text is 45 bytes.
     let mut buf = [0u8; 64];
-    let len = {
-        let mut cursor = &mut buf[..];
-        write!(cursor, "{ip}").ok()?;
-        64 - cursor.len()
-    };
+    let len = ip_text(ip, &mut buf)?;
     let ip = &buf[..len];
     match previous {
         None => HeaderValue::from_bytes(ip).ok(),
@@ -160,6 +155,40 @@ fn forwarded_for(previous: Option<&HeaderValue>, ip: &IpAddr) -> Option<HeaderVa
             value.extend_from_slice(b", ");
             value.extend_from_slice(ip);
             HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+        }
+    }
+}
+
+/// Writes `ip` as text into `buf`, returning its length. IPv4 addresses, the usual case, are
+/// written digit by digit: the formatting machinery costs as much as the rest of the
+/// request's header rewriting.
+fn ip_text(ip: &IpAddr, buf: &mut [u8; 64]) -> Option<usize> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            Some(len)
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut cursor = &mut buf[..];
+            write!(cursor, "{ip}").ok()?;
+            Some(64 - cursor.len())
         }
     }
 }
@@ -201,33 +230,57 @@ impl Drop for Attempt {
     }
 }
 
-/// The fallback handler: everything that is not the gateway's own route.
 /// Most resends of one idempotent request whose kept-alive connection broke.
 const MAX_RESENDS: u32 = 3;
 
-pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
+/// Whether `path` is one the gateway proxies (`/api/<service>/...`), not one of its own.
+pub(crate) fn is_proxied(path: &str) -> bool {
+    path != "/api/openapi.json" && service_of(path).is_some()
+}
+
+/// Forwards `req` from `peer` (absent for an in-process caller: no client to limit or
+/// name) to an upstream of its service; the answer, and the upstream that gave it (or
+/// failed to) for the access log. (Not an `async fn`, which would add a state of its own
+/// around the exchange's: every byte of a request's future is moved several times.)
+pub(crate) fn forward<'a>(
+    gw: &'a Gateway,
+    req: Request,
+    peer: Option<SocketAddr>,
+) -> impl std::future::Future<Output = (Response, Option<Arc<str>>)> + Send + 'a {
+    use futures_util::FutureExt;
+    exchange(gw, req, peer.map(|a| a.ip())).map(|outcome| match outcome {
+        Ok((response, upstream)) => (response, Some(upstream.label.clone())),
+        Err(refused) => (refused, None),
+    })
+}
+
+/// [`forward`]: `Err` for an answer given before any upstream was tried.
+async fn exchange(
+    gw: &Gateway,
+    req: Request,
+    client: Option<IpAddr>,
+) -> Result<(Response, Arc<Upstream>), Response> {
     let config = gw.config();
-    let client = peer_addr(&req).map(|a| a.ip());
     let (mut parts, body) = req.into_parts();
     // Taken out of `parts` so the path can be borrowed while the rest of `parts` changes.
     let uri = std::mem::take(&mut parts.uri);
     let path = uri.path();
     let Some(service) = service_of(path) else {
-        return ApiError::not_found("route").into_response();
+        return Err(ApiError::not_found("route").into_response());
     };
     // Without a peer address (an in-process caller) there is no client to limit.
     if let Some(ip) = &client {
         if let Err(secs) = gw.0.per_ip.check(ip) {
-            return rate_limited(Scope::Ip, secs);
+            return Err(rate_limited(Scope::Ip, secs));
         }
     }
     let Some(pool) = gw.0.pools.get(service).filter(|p| !p.upstreams.is_empty()) else {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_service",
             format!("no service `{service}` is routed by this gateway"),
         )
-        .into_response();
+        .into_response());
     };
 
     let mut headers = std::mem::take(&mut parts.headers);
@@ -237,13 +290,13 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
     }
 
     if let Some(token) = bearer_token(&headers) {
-        let claims = match gw.0.keys.verify(&gw, token).await {
+        let claims = match gw.0.keys.verify(gw, token).await {
             Ok(claims) => claims,
-            Err(e) => return e.into_response(),
+            Err(e) => return Err(e.into_response()),
         };
         if let Some(tenant) = claims.tid.as_deref() {
             if let Err(secs) = gw.0.per_tenant.check(tenant) {
-                return rate_limited(Scope::Tenant, secs);
+                return Err(rate_limited(Scope::Tenant, secs));
             }
         }
     }
@@ -254,7 +307,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return too_large();
+        return Err(too_large());
     }
 
     // HTTP/2 clients name the host in the `:authority` pseudo-header (the URI), not `Host`.
@@ -333,11 +386,11 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                     (_, true) => "no upstream of this service is available right now",
                     (_, false) => "the service's upstreams refused the connection",
                 };
-                return error(
+                return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "upstream_unavailable",
                     message,
-                );
+                ));
             }
         };
         tried.push(index);
@@ -345,8 +398,9 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
         let target = match upstream.target_for(&path_and_query) {
             Ok(target) => target,
             Err(_) => {
-                return ApiError::bad_request("invalid_path", "the path is not valid")
-                    .into_response()
+                return Err(
+                    ApiError::bad_request("invalid_path", "the path is not valid").into_response(),
+                );
             }
         };
         let body = body.take().unwrap_or_else(ProxyBody::empty);
@@ -370,7 +424,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && on_upgrade.is_some() =>
             {
                 upstream.success();
-                return served_by(switch_protocols(response, on_upgrade.take()), &upstream);
+                return Ok((switch_protocols(response, on_upgrade.take()), upstream));
             }
             Ok(Ok(response)) => {
                 let status = response.status();
@@ -389,7 +443,7 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                 parts.headers.remove(&crate::REQUEST_ID_HEADER);
                 parts.version = Version::HTTP_11;
                 parts.extensions = http::Extensions::new();
-                return served_by(Response::from_parts(parts, Body::new(incoming)), &upstream);
+                return Ok((Response::from_parts(parts, Body::new(incoming)), upstream));
             }
             Ok(Err(client::Error::Connect(e))) => {
                 upstream.failure(threshold, open_for);
@@ -401,18 +455,18 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                 if may_retry {
                     continue;
                 }
-                return served_by(
+                return Ok((
                     error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "upstream_unavailable",
                         "the service cannot be reached right now",
                     ),
-                    &upstream,
-                );
+                    upstream,
+                ));
             }
             Ok(Err(client::Error::Exchange(e))) => {
                 if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) {
-                    return too_large();
+                    return Err(too_large());
                 }
                 upstream.failure(threshold, open_for);
                 tracing::warn!(upstream = %upstream.url, error = %e, "upstream exchange failed");
@@ -425,26 +479,26 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
                     tried.pop();
                     continue;
                 }
-                return served_by(
+                return Ok((
                     error(
                         StatusCode::BAD_GATEWAY,
                         "bad_gateway",
                         "the service closed the connection without an answer",
                     ),
-                    &upstream,
-                );
+                    upstream,
+                ));
             }
             Err(_) => {
                 upstream.failure(threshold, open_for);
                 tracing::warn!(upstream = %upstream.url, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
-                return served_by(
+                return Ok((
                     error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream_timeout",
                         "the service did not answer in time",
                     ),
-                    &upstream,
-                );
+                    upstream,
+                ));
             }
         }
     }
@@ -453,37 +507,36 @@ pub(crate) async fn proxy(State(gw): State<Gateway>, req: Request) -> Response {
 /// Answers 101 to the client and, once both sides have switched, copies bytes between the
 /// client's and the upstream's connections until either closes.
 fn switch_protocols(
-    mut response: http::Response<UpstreamBody>,
+    response: http::Response<UpstreamBody>,
     client: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {
-    let upstream_side = hyper::upgrade::on(&mut response);
+    let (parts, body) = response.into_parts();
     let mut answer = Response::new(Body::empty());
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *answer.headers_mut() = response.headers().clone();
-    if let Some(client) = client {
+    *answer.headers_mut() = parts.headers;
+    if let (Some(client), Some((mut upstream, early))) = (client, body.into_upgraded()) {
         tokio::spawn(async move {
-            match tokio::try_join!(client, upstream_side) {
-                Ok((client, upstream)) => {
-                    let mut client = hyper_util::rt::TokioIo::new(client);
-                    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!(error = %e, "upgraded connection ended");
-                    }
+            let client = match client.await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(error = %e, "protocol upgrade failed");
+                    return;
                 }
-                Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
+            };
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            // What the upstream sent right after its 101 came with the answer's head.
+            if !early.is_empty() {
+                if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut client, &early).await {
+                    tracing::debug!(error = %e, "upgraded connection ended");
+                    return;
+                }
+            }
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
             }
         });
     }
     answer
-}
-
-/// Records the upstream an answer came from (or failed at) for the access log.
-fn served_by(mut response: Response, upstream: &Upstream) -> Response {
-    response
-        .extensions_mut()
-        .insert(ServedBy(upstream.label.clone()));
-    response
 }
 
 fn too_large() -> Response {
@@ -526,5 +579,15 @@ mod tests {
             forwarded_for(Some(&HeaderValue::from_static("10.0.0.9")), &ip).expect("value"),
             HeaderValue::from_static("10.0.0.9, 2001:db8::1")
         );
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.99.100.9",
+        ] {
+            let ip: IpAddr = text.parse().expect("ip");
+            assert_eq!(forwarded_for(None, &ip).expect("value"), text);
+        }
     }
 }

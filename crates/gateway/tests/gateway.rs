@@ -105,7 +105,7 @@ async fn one_client_connection_keeps_one_upstream_connection() {
 /// An upstream that answers one request per connection, keeping it alive, and closes it
 /// `linger` later (an upstream's own idle timeout); counts its connections.
 async fn closes_idle_connections(linger: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -116,14 +116,8 @@ async fn closes_idle_connections(linger: Duration) -> (std::net::SocketAddr, Arc
         while let Ok((mut stream, _)) = listener.accept().await {
             counted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Small requests: the head and a short body arrive together.
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                 if stream.write_all(answer).await.is_err() {

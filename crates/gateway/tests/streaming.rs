@@ -8,10 +8,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 const MIB: usize = 1024 * 1024;
 
@@ -25,15 +23,7 @@ async fn a_64_mib_upload_streams_to_the_upstream() {
 
     // The client sends the first chunk, then waits until the upstream has received it
     // before sending the rest: a gateway that buffered the body would deadlock here.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = http::Request::post(format!("{}/api/a/count", gw.base))
-        .body(StreamBody::new(stream))
-        .expect("request");
-    let response = tokio::spawn(client.request(request));
+    let (tx, response) = streamed_post(format!("{}/api/a/count", gw.base));
     let chunk = Bytes::from(vec![1u8; MIB]);
     tx.send(Ok(Frame::data(chunk.clone()))).await.expect("send");
     tokio::time::timeout(Duration::from_secs(10), state.first_chunk.notified())
@@ -62,13 +52,15 @@ async fn an_over_limit_chunked_upload_answers_413() {
     let mut cfg = config(&[("a", vec![url(a)])]);
     cfg.max_body_bytes = MIB as u64;
     let gw = gateway(cfg).await;
-    let chunks =
-        (0..4).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![1u8; MIB / 2]))));
-    let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = http::Request::post(format!("{}/api/a/count", gw.base))
-        .body(StreamBody::new(futures_util::stream::iter(chunks)))
-        .expect("request");
-    let response = client.request(request).await.expect("response");
+    let (tx, response) = streamed_post(format!("{}/api/a/count", gw.base));
+    for _ in 0..4 {
+        let chunk = Frame::data(Bytes::from(vec![1u8; MIB / 2]));
+        if tx.send(Ok(chunk)).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let response = response.await.expect("join").expect("response");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 

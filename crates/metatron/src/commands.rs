@@ -261,15 +261,14 @@ pub async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     println!("Metatron gateway is running on http://localhost:{port}");
     let (stop, mut shutdown) = tokio::sync::watch::channel(false);
     // The web console is served at the front door as in all-in-one; its calls go through the
-    // gateway's own routing, in-process.
-    let proxy = gateway.router();
-    let router = console::router(
-        console::ApiClient::in_process(proxy.clone()),
+    // gateway's own front door (without the console), in-process.
+    let api = gateway.front(axum::Router::new());
+    let front = gateway.front(console::router(
+        console::ApiClient::in_process(api),
         console::ConsoleSettings::default(),
-    )
-    .merge(proxy);
+    ));
     let mut server = tokio::spawn(async move {
-        gateway::serve_router(&gateway, router, listener, async move {
+        gateway::serve_front(&gateway, front, listener, async move {
             let _ = shutdown.changed().await;
         })
         .await

@@ -294,3 +294,45 @@ pub async fn json(response: reqwest::Response) -> (StatusCode, HeaderMap, Value)
         serde_json::from_slice(&body).unwrap_or(Value::Null),
     )
 }
+
+/// Reads from `stream` until a request head has arrived (small requests: a short body comes
+/// with it); `false` when the client went away first.
+pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// A chunk of a streamed request body, as [`streamed_post`] takes them.
+pub type Chunk = Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>;
+
+/// Starts `POST url` with a body streamed from the returned sender (it ends when the sender
+/// is dropped); the response arrives through the handle, possibly before the body ends.
+pub fn streamed_post(
+    url: String,
+) -> (
+    tokio::sync::mpsc::Sender<Chunk>,
+    tokio::task::JoinHandle<
+        Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    >,
+) {
+    use http_body_util::StreamBody;
+    use hyper_util::client::legacy::Client;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let client: Client<_, StreamBody<_>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let request = http::Request::post(url)
+        .body(StreamBody::new(stream))
+        .expect("request");
+    (tx, tokio::spawn(client.request(request)))
+}
