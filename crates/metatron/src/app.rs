@@ -107,7 +107,8 @@ impl App {
             context(&cdx_db),
             hashing.clone(),
         )
-        .with_audit(settings.cdx.audit.clone());
+        .with_audit(settings.cdx.audit.clone())
+        .with_request_timeout(settings.http.request_timeout());
         // Chains audit entries from before the hash chain existed (once, after the upgrade).
         cdx.prepare_audit_chain()
             .await

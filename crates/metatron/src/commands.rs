@@ -441,7 +441,7 @@ async fn open_cdx(settings: &Settings) -> anyhow::Result<platform::db::Db> {
 /// `metatron audit verify`: walks CDX's whole audit hash chain.
 pub async fn audit_verify(settings: &Settings) -> anyhow::Result<cdx::chain::ChainReport> {
     let db = open_cdx(settings).await?;
-    let report = cdx::chain::verify(&db).await;
+    let report = cdx::chain::verify(&db, &cdx::chain::VerifyOptions::default()).await;
     db.close().await;
     Ok(report?)
 }

@@ -8,6 +8,7 @@ mod audit;
 mod clients;
 mod services;
 mod tenants;
+mod verifications;
 
 pub use admins::*;
 pub use aggregates::*;
@@ -15,6 +16,7 @@ pub use audit::*;
 pub use clients::*;
 pub use services::*;
 pub use tenants::*;
+pub use verifications::*;
 
 pub(crate) use platform::sql::{check_version, Arg, Conditions};
 

@@ -7,6 +7,7 @@ mod admins;
 mod aggregates;
 mod audit;
 mod audit_chain;
+mod audit_verify;
 mod clients;
 mod common;
 mod export;
