@@ -18,6 +18,7 @@ pub mod events;
 mod live;
 pub mod model;
 mod store;
+pub mod tenant_list;
 mod verification;
 
 use std::sync::Arc;
@@ -87,6 +88,11 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         version: 108,
         name: "audit_verifications",
         sql: include_str!("../migrations/0108_audit_verifications.sql"),
+    },
+    MigrationFile {
+        version: 109,
+        name: "tenant_list_sorts",
+        sql: include_str!("../migrations/0109_tenant_list_sorts.sql"),
     },
 ];
 
@@ -344,6 +350,29 @@ impl Cdx {
                 }
             }
         })
+    }
+
+    /// Takes logins that turned 24 hours old off the tenants' `logins_24h` every
+    /// [`aggregates::LOGIN_EXPIRY_EVERY`]; abort the handle to stop.
+    pub fn spawn_aggregates_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let cdx = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(aggregates::LOGIN_EXPIRY_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = cdx.expire_logins().await {
+                    tracing::warn!(error = %e, "expiring the tenants' logins of the last 24 h failed");
+                }
+            }
+        })
+    }
+
+    /// Takes the logins that turned 24 hours old off the tenants' `logins_24h` now.
+    pub async fn expire_logins(&self) -> Result<(), ApiError> {
+        store::expire_logins(&self.0.db, Timestamp::now()).await?;
+        self.0.feed.aggregates_changed();
+        Ok(())
     }
 
     /// The background verifications of the audit chain.

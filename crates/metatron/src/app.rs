@@ -223,6 +223,7 @@ impl App {
         tasks.push(self.auth.spawn_maintenance(Duration::from_secs(3600)));
         tasks.push(self.spawn_health_recorder(Duration::from_secs(30)));
         tasks.push(self.cdx.spawn_audit_maintenance());
+        tasks.push(self.cdx.spawn_aggregates_maintenance());
         tasks
     }
 

@@ -247,6 +247,7 @@ impl Node {
         match &self.part {
             Part::Cdx(cdx) => {
                 tasks.push(cdx.spawn_audit_maintenance());
+                tasks.push(cdx.spawn_aggregates_maintenance());
                 tasks.push(self.spawn_registry());
             }
             Part::Auth(auth) => tasks.push(auth.spawn_maintenance(Duration::from_secs(3600))),

@@ -6,7 +6,9 @@ mod admins;
 mod aggregates;
 mod audit;
 mod clients;
+mod login_window;
 mod services;
+mod tenant_list;
 mod tenants;
 mod verifications;
 
@@ -14,7 +16,9 @@ pub use admins::*;
 pub use aggregates::*;
 pub use audit::*;
 pub use clients::*;
+pub use login_window::expire_logins;
 pub use services::*;
+pub use tenant_list::*;
 pub use tenants::*;
 pub use verifications::*;
 

@@ -12,4 +12,5 @@ mod clients;
 mod common;
 mod export;
 mod stream;
+mod tenant_list;
 mod tenants;
