@@ -10,7 +10,8 @@ use platform::caller::TenantScope;
 use platform::events::record;
 use platform::events::{begin_once, Event, EventHandler, HandlerError};
 use platform::tenants::{
-    InitialAdmin, TenantStatus, TENANT_CREATED, TENANT_DELETED, TENANT_UPDATED,
+    begin_unless_deleted, InitialAdmin, TenantStatus, TENANT_CREATED, TENANT_DELETED,
+    TENANT_UPDATED,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -106,7 +107,9 @@ impl EventHandler for TenantAdminProvisioning {
             .hash(&unknowable)
             .await
             .map_err(|e| HandlerError(e.to_string()))?;
-        let Some(mut tx) = begin_once(&self.auth.0.db, self.name(), event).await? else {
+        let Some(mut tx) =
+            begin_unless_deleted(&self.auth.0.db, self.name(), event, &event.aggregate_id).await?
+        else {
             return Ok(());
         };
         let scope = TenantScope::for_system_task(&event.aggregate_id);
@@ -148,6 +151,7 @@ impl EventHandler for TenantPurge {
             return Ok(());
         };
         let tenant = &event.aggregate_id;
+        platform::tenants::record_deleted(&mut tx, tenant).await?;
         let revoked = revoke_in(
             &mut tx,
             Revoke::Tenant(tenant),

@@ -19,7 +19,6 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::live::{Feed, LiveSummary};
-use crate::model::Tenant;
 use crate::store;
 
 /// Events of services without a release yet that fill the [`ServiceSlots`] of their tenant:
@@ -66,15 +65,14 @@ impl Aggregates {
         let mut changed = Vec::new();
         let mut sent = self.sent.lock().await;
         for tenant in tenants {
-            let summary =
-                match store::tenant_summary(self.db.reader(), &tenant, Timestamp::now()).await {
-                    Ok(Some(summary)) => summary,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading a changed tenant summary failed");
-                        continue;
-                    }
-                };
+            let summary = match store::tenant_summary(self.db.reader(), &tenant).await {
+                Ok(Some(summary)) => summary,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a changed tenant summary failed");
+                    continue;
+                }
+            };
             let state = TenantSummary {
                 updated_at: None,
                 ..summary.clone()
@@ -223,16 +221,27 @@ pub struct Revenue {
     pub mrr: i64,
 }
 
-/// The summary columns of the tenant list: the counters and the slots.
+/// A tenant's aggregates, the same in the tenant list (its items' `summary`) and in
+/// `GET /api/cdx/tenants/{id}/summary`: the counters, logins of the last 24 hours, the open
+/// pipeline per currency and the slots.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ListSummary {
+pub struct SummaryColumns {
     /// The counters.
     #[serde(flatten)]
     pub counters: TenantCounters,
+    /// Successful logins in the last 24 hours (a login leaves the count within
+    /// [`LOGIN_EXPIRY_EVERY`] of turning 24 hours old).
+    pub logins_24h: i64,
+    /// Value of the open deals per currency (currencies with a non-zero value).
+    pub pipeline: Vec<PipelineValue>,
     /// The slots.
     #[serde(flatten)]
     pub slots: ServiceSlots,
 }
+
+/// How often logins that turned 24 hours old leave the tenants' `logins_24h` (they also
+/// leave it whenever new logins arrive).
+pub const LOGIN_EXPIRY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Value of the open deals in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -254,28 +263,11 @@ pub struct TenantSummary {
     pub name: String,
     /// Lifecycle state.
     pub status: TenantStatus,
-    /// The counters.
+    /// The aggregates, as the tenant list's `summary` carries them.
     #[serde(flatten)]
-    pub counters: TenantCounters,
-    /// Successful logins in the last 24 hours.
-    pub logins_24h: i64,
-    /// Value of the open deals per currency (currencies with a non-zero value).
-    pub pipeline: Vec<PipelineValue>,
-    /// What CMS, billing and analytics fill in.
-    #[serde(flatten)]
-    pub slots: ServiceSlots,
+    pub columns: SummaryColumns,
     /// When an event last changed the counters (`null` before any).
     pub updated_at: Option<Timestamp>,
-}
-
-/// One item of the tenant list: the tenant and its summary columns.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TenantListItem {
-    /// The tenant.
-    #[serde(flatten)]
-    pub tenant: Tenant,
-    /// Its counters and slots.
-    pub summary: ListSummary,
 }
 
 /// Tenants by lifecycle state.
@@ -341,99 +333,4 @@ pub struct Drift {
     pub kept: i64,
     /// The value recomputed from the services' facts.
     pub recomputed: i64,
-}
-
-/// Order of the tenant list (`?sort=`; a leading `-` sorts descending).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TenantSort {
-    /// By id (creation order), the default.
-    Id,
-    /// By name.
-    Name(bool),
-    /// By creation time.
-    Created(bool),
-    /// By number of customers.
-    Customers(bool),
-    /// By number of users.
-    Users(bool),
-}
-
-impl TenantSort {
-    /// Parses `name`, `created`, `customers` or `users`, optionally prefixed by `-`.
-    pub fn parse(s: &str) -> Option<TenantSort> {
-        let (desc, key) = match s.strip_prefix('-') {
-            Some(key) => (true, key),
-            None => (false, s),
-        };
-        Some(match key {
-            "id" if !desc => TenantSort::Id,
-            "name" => TenantSort::Name(desc),
-            "created" => TenantSort::Created(desc),
-            "customers" => TenantSort::Customers(desc),
-            "users" => TenantSort::Users(desc),
-            _ => return None,
-        })
-    }
-
-    /// Whether the order is descending.
-    pub fn descending(self) -> bool {
-        match self {
-            TenantSort::Id => false,
-            TenantSort::Name(d)
-            | TenantSort::Created(d)
-            | TenantSort::Customers(d)
-            | TenantSort::Users(d) => d,
-        }
-    }
-
-    /// The SQL of the sort key (over `tenants t` joined with `tenant_summary s`).
-    pub(crate) fn key_sql(self) -> &'static str {
-        match self {
-            TenantSort::Id => "t.id",
-            TenantSort::Name(_) => "t.name",
-            TenantSort::Created(_) => "t.created_at",
-            TenantSort::Customers(_) => "s.customers",
-            TenantSort::Users(_) => "s.users_total",
-        }
-    }
-
-    /// The SQL of the column that breaks ties (the tenant id, from the table the order's
-    /// index belongs to, so that the index gives the whole order).
-    pub(crate) fn tiebreak_sql(self) -> &'static str {
-        if self.by_counter() {
-            "s.tenant_id"
-        } else {
-            "t.id"
-        }
-    }
-
-    /// The tables the list reads: for an order by a counter, driven by `tenant_summary`
-    /// (every tenant has its row) to walk its index on that counter.
-    pub(crate) fn tables_sql(self) -> &'static str {
-        if self.by_counter() {
-            "tenant_summary s JOIN tenants t ON t.id = s.tenant_id"
-        } else {
-            "tenants t LEFT JOIN tenant_summary s ON s.tenant_id = t.id"
-        }
-    }
-
-    fn by_counter(self) -> bool {
-        matches!(self, TenantSort::Customers(_) | TenantSort::Users(_))
-    }
-
-    /// Whether the key is text (else a number).
-    pub(crate) fn is_text(self) -> bool {
-        matches!(self, TenantSort::Id | TenantSort::Name(_))
-    }
-
-    /// The sort value of an item.
-    pub(crate) fn value_of(self, item: &TenantListItem) -> store::SortValue {
-        match self {
-            TenantSort::Id => store::SortValue::Text(item.tenant.id.clone()),
-            TenantSort::Name(_) => store::SortValue::Text(item.tenant.name.clone()),
-            TenantSort::Created(_) => store::SortValue::Int(item.tenant.created_at.millis()),
-            TenantSort::Customers(_) => store::SortValue::Int(item.summary.counters.customers),
-            TenantSort::Users(_) => store::SortValue::Int(item.summary.counters.users_total),
-        }
-    }
 }

@@ -18,6 +18,8 @@ pub mod events;
 mod live;
 pub mod model;
 mod store;
+pub mod tenant_list;
+mod verification;
 
 use std::sync::Arc;
 
@@ -82,6 +84,16 @@ pub const MIGRATIONS: &[MigrationFile] = &[
         name: "tenant_list_order",
         sql: include_str!("../migrations/0107_tenant_list_order.sql"),
     },
+    MigrationFile {
+        version: 108,
+        name: "audit_verifications",
+        sql: include_str!("../migrations/0108_audit_verifications.sql"),
+    },
+    MigrationFile {
+        version: 109,
+        name: "tenant_list_sorts",
+        sql: include_str!("../migrations/0109_tenant_list_sorts.sql"),
+    },
 ];
 
 /// The CDX service.
@@ -117,6 +129,10 @@ pub struct AuditSettings {
     /// Entries older than this many days are removed (up to a signed checkpoint, which
     /// stays as the chain's anchor); 0 keeps them forever.
     pub retention_days: u64,
+    /// Ed25519 public keys (as `metatron audit key` prints them) one of which must have
+    /// signed every checkpoint, for the API's verification; empty: the keys the database
+    /// holds are trusted.
+    pub pinned_public_keys: Vec<chain::PinnedKey>,
 }
 
 impl Default for AuditSettings {
@@ -127,12 +143,19 @@ impl Default for AuditSettings {
             stream_buffer: 1024,
             max_streams: 100,
             retention_days: 0,
+            pinned_public_keys: Vec::new(),
         }
     }
 }
 
 /// How often the retention prunes the audit log.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The longest wait that still answers within `request_timeout`: nine tenths of it, so the
+/// answer is written before the edge's timeout answers 503 instead.
+fn max_wait_within(request_timeout: std::time::Duration) -> std::time::Duration {
+    request_timeout.mul_f64(0.9)
+}
 
 fn feed_of(audit: &AuditSettings) -> live::Feed {
     live::Feed::new(audit.stream_buffer, audit.max_streams)
@@ -156,6 +179,9 @@ struct Inner {
     hashing: PasswordHashing,
     audit: AuditSettings,
     feed: live::Feed,
+    verifications: verification::Verifications,
+    /// The longest a request may wait for a verification (below the request timeout).
+    max_verify_wait: std::time::Duration,
     overview: Arc<aggregates::OverviewCache>,
     /// The other services' tenant exports, by service name (set once the services exist).
     exporters: Arc<std::sync::OnceLock<Exporters>>,
@@ -189,13 +215,21 @@ impl FromRef<Cdx> for AuthContext {
 impl Cdx {
     /// CDX on its (migrated) database, announcing through `outbox`.
     pub fn new(db: Db, outbox: Outbox, auth: AuthContext, hashing: PasswordHashing) -> Self {
+        let audit = AuditSettings::default();
         Cdx(Arc::new(Inner {
+            verifications: verification::Verifications::new(
+                db.clone(),
+                audit.pinned_public_keys.clone(),
+            ),
             db,
             outbox,
             auth,
             hashing,
-            audit: AuditSettings::default(),
-            feed: feed_of(&AuditSettings::default()),
+            feed: feed_of(&audit),
+            audit,
+            max_verify_wait: max_wait_within(
+                platform::config::HttpSettings::default().request_timeout(),
+            ),
             overview: Arc::default(),
             exporters: Arc::new(std::sync::OnceLock::new()),
         }))
@@ -204,12 +238,27 @@ impl Cdx {
     /// The same CDX with these audit trail settings (call while wiring, before
     /// [`Cdx::audit_consumer`]).
     pub fn with_audit(self, audit: AuditSettings) -> Self {
+        self.rebuilt(audit, self.0.max_verify_wait)
+    }
+
+    /// The same CDX for requests cut off after `timeout` (`[http] request_timeout_ms`, and
+    /// the gateway's in front): a request waiting for an audit verification answers before.
+    pub fn with_request_timeout(self, timeout: std::time::Duration) -> Self {
+        self.rebuilt(self.0.audit.clone(), max_wait_within(timeout))
+    }
+
+    fn rebuilt(&self, audit: AuditSettings, max_verify_wait: std::time::Duration) -> Self {
         Cdx(Arc::new(Inner {
             db: self.0.db.clone(),
             outbox: self.0.outbox.clone(),
             auth: self.0.auth.clone(),
             hashing: self.0.hashing.clone(),
             feed: feed_of(&audit),
+            verifications: verification::Verifications::new(
+                self.0.db.clone(),
+                audit.pinned_public_keys.clone(),
+            ),
+            max_verify_wait,
             overview: Arc::default(),
             audit,
             exporters: self.0.exporters.clone(),
@@ -303,9 +352,37 @@ impl Cdx {
         })
     }
 
-    /// Walks the whole audit chain and reports the first break, if any.
-    pub async fn verify_audit(&self) -> Result<chain::ChainReport, ApiError> {
-        Ok(chain::verify(&self.0.db).await?)
+    /// Takes logins that turned 24 hours old off the tenants' `logins_24h` every
+    /// [`aggregates::LOGIN_EXPIRY_EVERY`]; abort the handle to stop.
+    pub fn spawn_aggregates_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let cdx = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(aggregates::LOGIN_EXPIRY_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = cdx.expire_logins().await {
+                    tracing::warn!(error = %e, "expiring the tenants' logins of the last 24 h failed");
+                }
+            }
+        })
+    }
+
+    /// Takes the logins that turned 24 hours old off the tenants' `logins_24h` now.
+    pub async fn expire_logins(&self) -> Result<(), ApiError> {
+        store::expire_logins(&self.0.db, Timestamp::now()).await?;
+        self.0.feed.aggregates_changed();
+        Ok(())
+    }
+
+    /// The background verifications of the audit chain.
+    pub(crate) fn verifications(&self) -> &verification::Verifications {
+        &self.0.verifications
+    }
+
+    /// The longest a request may wait for an audit verification to finish.
+    pub(crate) fn max_verify_wait(&self) -> std::time::Duration {
+        self.0.max_verify_wait
     }
 
     pub(crate) fn db(&self) -> &Db {

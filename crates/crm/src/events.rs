@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use platform::db::Db;
 use platform::events::{begin_once, Actor, Event, EventHandler, HandlerError};
 use platform::events::{USER_CREATED, USER_DELETED};
-use platform::tenants::{TENANT_CREATED, TENANT_DELETED};
+use platform::tenants::{begin_unless_deleted, TENANT_CREATED, TENANT_DELETED};
 use serde_json::{json, Value};
 
 /// Every event type the CRM emits. They are assembled from an entity and an action, so no
@@ -87,7 +87,8 @@ pub(crate) fn changed(
 }
 
 /// Keeps the CRM's list of each tenant's users (the possible owners of records) from auth's
-/// `auth.user.created` and `auth.user.deleted`.
+/// `auth.user.created` and `auth.user.deleted`, never for a deleted tenant (auth's events
+/// travel apart from CDX's, and may come after the tenant's purge).
 pub struct TenantUsers {
     db: Db,
 }
@@ -113,7 +114,8 @@ impl EventHandler for TenantUsers {
         let Some(tenant_id) = event.tenant_id.as_deref() else {
             return Ok(());
         };
-        let Some(mut tx) = begin_once(&self.db, self.name(), event).await? else {
+        let Some(mut tx) = begin_unless_deleted(&self.db, self.name(), event, tenant_id).await?
+        else {
             return Ok(());
         };
         let sql = if event.event_type == USER_CREATED {
@@ -156,11 +158,18 @@ impl EventHandler for TenantProvisioning {
     }
 
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let Some(mut tx) = begin_once(&self.db, self.name(), event).await? else {
+        let tenant_id = &event.aggregate_id;
+        let tx = if event.event_type == TENANT_DELETED {
+            begin_once(&self.db, self.name(), event).await?
+        } else {
+            begin_unless_deleted(&self.db, self.name(), event, tenant_id).await?
+        };
+        let Some(mut tx) = tx else {
             return Ok(());
         };
-        let scope = platform::caller::TenantScope::for_system_task(&event.aggregate_id);
+        let scope = platform::caller::TenantScope::for_system_task(tenant_id);
         if event.event_type == TENANT_DELETED {
+            platform::tenants::record_deleted(&mut tx, tenant_id).await?;
             crate::store::delete_tenant_data_in(&mut tx, &scope, &event.actor).await?;
         } else {
             crate::store::ensure_default_pipeline(&mut tx, &scope, &Actor::system("provisioning"))

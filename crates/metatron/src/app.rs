@@ -107,7 +107,8 @@ impl App {
             context(&cdx_db),
             hashing.clone(),
         )
-        .with_audit(settings.cdx.audit.clone());
+        .with_audit(settings.cdx.audit.clone())
+        .with_request_timeout(settings.http.request_timeout());
         // Chains audit entries from before the hash chain existed (once, after the upgrade).
         cdx.prepare_audit_chain()
             .await
@@ -222,6 +223,7 @@ impl App {
         tasks.push(self.auth.spawn_maintenance(Duration::from_secs(3600)));
         tasks.push(self.spawn_health_recorder(Duration::from_secs(30)));
         tasks.push(self.cdx.spawn_audit_maintenance());
+        tasks.push(self.cdx.spawn_aggregates_maintenance());
         tasks
     }
 

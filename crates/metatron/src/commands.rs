@@ -437,12 +437,58 @@ async fn open_cdx(settings: &Settings) -> anyhow::Result<platform::db::Db> {
     Ok(platform::db::Db::connect_existing("cdx", &url, Some(2), &settings.database).await?)
 }
 
-/// `metatron audit verify`: walks CDX's whole audit hash chain.
-pub async fn audit_verify(settings: &Settings) -> anyhow::Result<cdx::chain::ChainReport> {
+/// `metatron audit verify`: walks CDX's whole audit hash chain, requiring every checkpoint
+/// to be signed by one of `pinned_keys` (else by `[cdx.audit] pinned_public_keys`; when both
+/// are empty, by a key the database holds).
+pub async fn audit_verify(
+    settings: &Settings,
+    pinned_keys: Vec<cdx::chain::PinnedKey>,
+) -> anyhow::Result<cdx::chain::ChainReport> {
+    let pinned_keys = if pinned_keys.is_empty() {
+        settings.cdx.audit.pinned_public_keys.clone()
+    } else {
+        pinned_keys
+    };
+    let options = cdx::chain::VerifyOptions {
+        pinned_keys,
+        progress: None,
+    };
     let db = open_cdx(settings).await?;
-    let report = cdx::chain::verify(&db).await;
+    let report = cdx::chain::verify(&db, &options).await;
     db.close().await;
     Ok(report?)
+}
+
+/// The keys `audit verify --public-key KEY --public-key-file FILE` pins: every `KEY`, then
+/// every key of every `FILE` (one per line, as `audit key` prints them).
+pub fn pinned_keys(
+    keys: &[String],
+    files: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<cdx::chain::PinnedKey>> {
+    let mut pinned = keys
+        .iter()
+        .map(|key| {
+            cdx::chain::PinnedKey::parse(key).map_err(|e| anyhow::anyhow!("--public-key: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the key file {}", file.display()))?;
+        let keys = cdx::chain::parse_key_list(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        anyhow::ensure!(!keys.is_empty(), "{} holds no key", file.display());
+        pinned.extend(keys);
+    }
+    Ok(pinned)
+}
+
+/// `metatron audit key`: the public keys that sign the audit checkpoints (id and key), as
+/// the database holds them. Opens the database without writing.
+pub async fn audit_keys(settings: &Settings) -> anyhow::Result<Vec<cdx::chain::CheckpointKey>> {
+    let db = open_cdx(settings).await?;
+    let keys = cdx::chain::checkpoint_keys(&db, &settings.cdx.audit.pinned_public_keys).await;
+    db.close().await;
+    Ok(keys?)
 }
 
 /// `metatron audit prune`: removes the audit entries older than `days` (else
@@ -480,8 +526,21 @@ pub fn print_audit_report(report: &cdx::chain::ChainReport) {
             report.pruned_through
         );
     }
+    if report.signed_through < report.head_seq {
+        println!(
+            "entries after {} are chained but not yet covered by a signed checkpoint",
+            report.signed_through
+        );
+    }
     for key in &report.keys {
-        println!("checkpoint key {} (Ed25519 {})", key.id, key.public_key);
+        let pinned = if key.pinned { ", pinned" } else { "" };
+        println!(
+            "checkpoint key {} (Ed25519 {}{pinned})",
+            key.id, key.public_key
+        );
+    }
+    if report.pinned {
+        println!("every checkpoint had to be signed by a pinned key");
     }
     match &report.broken {
         None => println!("OK: the audit trail is intact"),

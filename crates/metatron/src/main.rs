@@ -105,6 +105,22 @@ enum AuditCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Require every checkpoint to be signed by this Ed25519 public key (base64url as
+        /// `audit key` prints it, base64 or hex); repeatable. Default: `[cdx.audit]
+        /// pinned_public_keys`.
+        #[arg(long = "public-key", value_name = "KEY")]
+        public_keys: Vec<String>,
+        /// Pin the keys of this file (one per line, e.g. the output of `audit key`);
+        /// repeatable.
+        #[arg(long = "public-key-file", value_name = "FILE")]
+        public_key_files: Vec<PathBuf>,
+    },
+    /// Print the public keys that sign the audit checkpoints (key id and Ed25519 key,
+    /// base64url), to pin them somewhere the cdx database's writers cannot reach.
+    Key {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove the entries older than the retention, up to a signed checkpoint that stays as
     /// the chain's anchor (`audit verify` keeps working); the running platform does this
@@ -215,9 +231,15 @@ async fn main() -> anyhow::Result<()> {
         } => metatron::commands::admin_create(settings, &username).await,
         Command::SeedDemo => metatron::commands::seed(settings).await,
         Command::Audit {
-            command: AuditCommand::Verify { json },
+            command:
+                AuditCommand::Verify {
+                    json,
+                    public_keys,
+                    public_key_files,
+                },
         } => {
-            let report = metatron::commands::audit_verify(&settings).await?;
+            let pinned = metatron::commands::pinned_keys(&public_keys, &public_key_files)?;
+            let report = metatron::commands::audit_verify(&settings, pinned).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -251,6 +273,23 @@ async fn main() -> anyhow::Result<()> {
             }
             if check && !drift.is_empty() {
                 anyhow::bail!("{} aggregate counter(s) drifted", drift.len());
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Key { json },
+        } => {
+            let keys = metatron::commands::audit_keys(&settings).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else if keys.is_empty() {
+                anyhow::bail!(
+                    "no checkpoint key yet: CDX creates one when it signs its first checkpoint"
+                );
+            } else {
+                for key in &keys {
+                    println!("{} {}", key.id, key.public_key);
+                }
             }
             Ok(())
         }

@@ -118,7 +118,14 @@ impl Node {
                     ctx,
                     PasswordHashing::new(settings.password)?,
                 )
-                .with_audit(settings.cdx.audit.clone());
+                .with_audit(settings.cdx.audit.clone())
+                // Requests reach CDX through the gateway, which may cut them off sooner.
+                .with_request_timeout(
+                    settings.http.request_timeout().min(
+                        crate::commands::gateway_config(&settings)
+                            .request_timeout("/api/cdx/audit/verify"),
+                    ),
+                );
                 cdx.prepare_audit_chain()
                     .await
                     .map_err(|e| anyhow::anyhow!("chaining the audit log: {e}"))?;
@@ -240,6 +247,7 @@ impl Node {
         match &self.part {
             Part::Cdx(cdx) => {
                 tasks.push(cdx.spawn_audit_maintenance());
+                tasks.push(cdx.spawn_aggregates_maintenance());
                 tasks.push(self.spawn_registry());
             }
             Part::Auth(auth) => tasks.push(auth.spawn_maintenance(Duration::from_secs(3600))),

@@ -65,7 +65,7 @@ pub struct MigrationFile {
 }
 
 /// Migrations the kernel adds to every service database before the service's own:
-/// the outbox, the consumer dedup table and the tenant replica. Service migrations start at
+/// the outbox, the consumer dedup table, the tenant replica and the deleted tenants. Service migrations start at
 /// version 100.
 pub const KERNEL_MIGRATIONS: &[MigrationFile] = &[
     MigrationFile {
@@ -77,6 +77,11 @@ pub const KERNEL_MIGRATIONS: &[MigrationFile] = &[
         version: 2,
         name: "kernel_outbox_retention",
         sql: include_str!("../migrations/0002_outbox_retention.sql"),
+    },
+    MigrationFile {
+        version: 3,
+        name: "kernel_deleted_tenants",
+        sql: include_str!("../migrations/0003_deleted_tenants.sql"),
     },
 ];
 
@@ -486,11 +491,15 @@ mod tests {
         assert_eq!(db.migration_version().await.expect("version"), None);
         db.migrate(&[]).await.expect("migrate");
         db.migrate(&[]).await.expect("migrating twice is a no-op");
-        assert_eq!(db.migration_version().await.expect("version"), Some(2));
+        assert_eq!(db.migration_version().await.expect("version"), Some(3));
         assert!(db.migrations_current(&[]).await.expect("current"));
         let tables = db.tables().await.expect("tables");
         assert!(tables.contains(&"outbox".to_string()), "{tables:?}");
         assert!(tables.contains(&"tenant_replica".to_string()), "{tables:?}");
+        assert!(
+            tables.contains(&"deleted_tenants".to_string()),
+            "{tables:?}"
+        );
         assert_eq!(db.count_rows("outbox").await.expect("count"), 0);
     }
 }

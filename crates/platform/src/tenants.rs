@@ -4,10 +4,16 @@
 //! tenant's current slug and status; this consumer keeps the `tenant_replica` table of the
 //! service's own database in step, so tenant lookups (the `X-Tenant` header, login by slug)
 //! stay local.
+//!
+//! A deleted tenant leaves the replica but stays known as deleted (`deleted_tenants`, its id
+//! alone): events of other services may still arrive for it, and consumers that write the
+//! tenant's rows skip them ([`begin_unless_deleted`]).
 
 use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::Row;
+
+use sqlx::{Any, AnyConnection, Transaction};
 
 use crate::db::Db;
 use crate::events::{begin_once, Event, EventHandler, HandlerError};
@@ -97,6 +103,51 @@ impl TenantReplica {
     }
 }
 
+/// Records, inside the caller's transaction, that CDX deleted `tenant_id` (again is fine).
+/// Every purge calls it in its own transaction, so whichever consumer of the deletion runs
+/// first makes the tenant known as deleted.
+pub async fn record_deleted(conn: &mut AnyConnection, tenant_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO deleted_tenants (id, deleted_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(Timestamp::now().millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether CDX deleted `tenant_id`, as the caller's transaction sees it.
+pub async fn is_deleted(conn: &mut AnyConnection, tenant_id: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deleted_tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// [`begin_once`] for a consumer that writes rows of `tenant_id` from `event`: `None` also
+/// when CDX deleted that tenant, with the event marked as handled. Events of different
+/// services travel on different streams (auth's `auth.user.created` may reach the CRM after
+/// `cdx.tenant.deleted`), and applying one after the purge would bring a row of the tenant
+/// back.
+pub async fn begin_unless_deleted(
+    db: &Db,
+    consumer: &str,
+    event: &Event,
+    tenant_id: &str,
+) -> Result<Option<Transaction<'static, Any>>, sqlx::Error> {
+    let Some(mut tx) = begin_once(db, consumer, event).await? else {
+        return Ok(None);
+    };
+    if is_deleted(&mut tx, tenant_id).await? {
+        tracing::debug!(event_id = %event.id, event_type = %event.event_type, "skipping an event of a deleted tenant");
+        tx.commit().await?;
+        return Ok(None);
+    }
+    Ok(Some(tx))
+}
+
 #[async_trait]
 impl EventHandler for TenantReplica {
     fn name(&self) -> &'static str {
@@ -116,6 +167,7 @@ impl EventHandler for TenantReplica {
                 .bind(&event.aggregate_id)
                 .execute(&mut *tx)
                 .await?;
+            record_deleted(&mut tx, &event.aggregate_id).await?;
             tx.commit().await?;
             return Ok(());
         }
@@ -127,7 +179,10 @@ impl EventHandler for TenantReplica {
                 event.event_type
             )));
         };
-        let Some(mut tx) = begin_once(&self.db, self.name(), event).await? else {
+        // A late redelivery of a deleted tenant's creation must not bring it back.
+        let Some(mut tx) =
+            begin_unless_deleted(&self.db, self.name(), event, &event.aggregate_id).await?
+        else {
             return Ok(());
         };
         sqlx::query(

@@ -345,3 +345,36 @@ async fn a_failing_handler_is_retried_without_reordering() {
     consumer.stop();
     nats.delete_stream(SERVICE).await.expect("cleanup");
 }
+
+#[tokio::test]
+async fn streams_carry_the_configured_retention_and_follow_a_change_at_the_next_start() {
+    let mut limited = settings("nats://127.0.0.1:4222");
+    limited.nats_max_age_secs = 3600;
+    limited.nats_max_bytes = 1 << 20;
+    let nats = Nats::connect(&limited).await.expect("connect");
+    let mut stream = nats.ensure_stream(SERVICE).await.expect("stream");
+    let config = stream.info().await.expect("info").config.clone();
+    assert_eq!(config.max_age, Duration::from_secs(3600));
+    assert_eq!(config.max_bytes, 1 << 20);
+    assert_eq!(
+        config.discard,
+        async_nats::jetstream::stream::DiscardPolicy::Old
+    );
+
+    // The next process starts with other limits: the existing stream takes them over.
+    let changed = EventSettings {
+        nats_max_age_secs: 7200,
+        nats_max_bytes: 0,
+        ..limited
+    };
+    let restarted = Nats::connect(&changed).await.expect("connect");
+    let mut stream = restarted.ensure_stream(SERVICE).await.expect("stream");
+    let config = stream.info().await.expect("info").config.clone();
+    assert_eq!(config.max_age, Duration::from_secs(7200));
+    assert!(config.max_bytes <= 0, "no byte limit: {}", config.max_bytes);
+
+    // By default a stream keeps a week.
+    let defaults = settings("nats://127.0.0.1:4222");
+    assert_eq!(defaults.nats_max_age_secs, 7 * 24 * 3600);
+    restarted.delete_stream(SERVICE).await.expect("cleanup");
+}

@@ -34,7 +34,7 @@ pub(super) async fn summary(
     _: Superadmin,
     Path(id): Path<String>,
 ) -> Result<Json<TenantSummary>, ApiError> {
-    store::tenant_summary(cdx.db().reader(), &id, Timestamp::now())
+    store::tenant_summary(cdx.db().reader(), &id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("tenant"))

@@ -1,5 +1,5 @@
 //! The audit log: every event of every service, newest first; a tenant's own trail for its
-//! admins; the verification of the hash chain.
+//! admins. Its verification is in [`super::verify`].
 
 use axum::extract::State;
 use axum::routing::get;
@@ -11,7 +11,6 @@ use platform::page::{page, Page, PageParams};
 use platform::ApiError;
 use serde::Deserialize;
 
-use crate::chain::ChainReport;
 use crate::model::{ActionFilter, AuditEntry};
 use crate::store::{self, AuditFilter};
 use crate::CdxState;
@@ -19,7 +18,6 @@ use crate::CdxState;
 pub(super) fn router() -> Router<CdxState> {
     Router::new()
         .route("/api/cdx/audit", get(list))
-        .route("/api/cdx/audit/verify", get(verify))
         .route("/api/cdx/tenant-audit", get(tenant_list))
 }
 
@@ -132,17 +130,6 @@ pub(super) async fn tenant_list(
         cursor: params.cursor,
     };
     entries(&cdx, &filter, paging).await
-}
-
-/// Walks the whole audit hash chain: `valid`, counts, the head, and the first break.
-#[utoipa::path(get, path = "/api/cdx/audit/verify", tag = "cdx", security(("bearer" = [])),
-    responses((status = 200, body = ChainReport), (status = 401), (status = 403)))]
-#[tracing::instrument(skip_all)]
-pub(super) async fn verify(
-    State(cdx): State<CdxState>,
-    _: Superadmin,
-) -> Result<Json<ChainReport>, ApiError> {
-    Ok(Json(cdx.verify_audit().await?))
 }
 
 fn action(value: Option<&str>) -> Result<Option<ActionFilter>, ApiError> {

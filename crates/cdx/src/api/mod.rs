@@ -10,6 +10,7 @@ pub(crate) mod internal;
 mod services;
 mod stream;
 mod tenants;
+mod verify;
 
 use axum::Router;
 use platform::http::BearerAuth;
@@ -24,6 +25,7 @@ pub(crate) fn router() -> Router<CdxState> {
         .merge(export::router())
         .merge(services::router())
         .merge(audit::router())
+        .merge(verify::router())
         .merge(aggregates::router())
         .merge(stream::router())
 }
@@ -36,21 +38,23 @@ pub(crate) fn router() -> Router<CdxState> {
         tenants::delete, tenants::purge, export::export,
         aggregates::summary, aggregates::overview,
         services::list,
-        audit::list, audit::tenant_list, audit::verify,
+        audit::list, audit::tenant_list, verify::status, verify::start,
         stream::stream, stream::stream_ws, stream::tenant_stream, stream::tenant_stream_ws,
     ),
     components(schemas(
         crate::model::Client, crate::model::Tenant, crate::model::ServiceEntry,
         tenants::CreatedTenant, tenants::AdminSetup, crate::store::PurgeStatus,
         crate::store::PurgeStep,
-        crate::aggregates::TenantListItem, crate::aggregates::TenantCounters,
-        crate::aggregates::ListSummary, crate::aggregates::ServiceSlots,
+        crate::tenant_list::TenantListItem, crate::aggregates::TenantCounters,
+        crate::aggregates::SummaryColumns, crate::aggregates::ServiceSlots,
         crate::aggregates::Revenue,
         crate::aggregates::TenantSummary, crate::aggregates::PipelineValue,
         crate::aggregates::Overview, crate::aggregates::OverviewTotals,
         crate::aggregates::TenantsByStatus, crate::aggregates::DayActivity,
         crate::model::AuditEntry, crate::model::AuditActor,
         crate::chain::ChainReport, crate::chain::ChainBreak, crate::chain::CheckpointKey,
+        crate::verification::VerificationStatus, crate::verification::CompletedVerification,
+        crate::verification::RunningVerification, crate::verification::FailedVerification,
         clients::CreateClient, clients::UpdateClient,
         tenants::CreateTenant, tenants::UpdateTenant,
         services::ServiceList,

@@ -15,9 +15,9 @@ use platform::validate::Email;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregates::{TenantListItem, TenantSort};
 use crate::model::{parse_name, Slug, Tenant};
 use crate::store::{self, NewTenant, SortValue, TenantChanges, TenantFilter};
+use crate::tenant_list::{TenantListItem, TenantSort};
 use crate::CdxState;
 
 pub(super) fn router() -> Router<CdxState> {
@@ -92,8 +92,10 @@ pub(super) struct ListParams {
     client_id: Option<String>,
     /// Case-insensitive search in slug and name.
     q: Option<String>,
-    /// Order: `name`, `created`, `customers` or `users` (a leading `-` sorts descending);
-    /// by id (creation order) when absent.
+    /// Order: `name`, `created` or a numeric column of the summary (`users_total`, alias
+    /// `users`, `users_active`, `logins_24h`, `customers`, `companies`, `open_deals`,
+    /// `content_items`, `analytics_events`; `null` slots order as 0); a leading `-` sorts
+    /// descending. By id (creation order) when absent. Ties are ordered by id.
     sort: Option<String>,
     /// Page size (1..=500, default 50).
     limit: Option<i64>,
@@ -101,7 +103,8 @@ pub(super) struct ListParams {
     cursor: Option<String>,
 }
 
-/// Tenants with their summary columns (`summary`), in creation order or by `sort`.
+/// Tenants with their aggregates (`summary`, as `GET /api/cdx/tenants/{id}/summary` has
+/// them), in creation order or by `sort`, in keyset pages.
 #[utoipa::path(get, path = "/api/cdx/tenants", tag = "cdx", security(("bearer" = [])),
     params(ListParams),
     responses((status = 200, body = Page<TenantListItem>),
@@ -118,12 +121,17 @@ pub(super) async fn list(
     };
     let limit = paging.limit()?;
     let sort = match params.sort.as_deref() {
-        None | Some("") => TenantSort::Id,
+        None | Some("") => TenantSort::ID,
         Some(s) => TenantSort::parse(s).ok_or_else(|| {
+            let allowed = TenantSort::allowed();
             ApiError::bad_request(
                 "invalid_sort",
-                "sort must be one of name, created, customers, users (optionally prefixed by -)",
+                format!(
+                    "sort must be one of {}, optionally prefixed by - for descending",
+                    allowed.join(", ")
+                ),
             )
+            .with_details(serde_json::json!({ "field": "sort", "allowed": allowed }))
         })?,
     };
     let filter = TenantFilter {
@@ -145,8 +153,8 @@ pub(super) async fn list(
 /// The cursor after `item`: its id in id order (as before sorting existed), else the sort
 /// value and the id as a JSON pair.
 fn encode_cursor(sort: TenantSort, item: &TenantListItem) -> String {
-    match (sort, sort.value_of(item)) {
-        (TenantSort::Id, _) => item.tenant.id.clone(),
+    match (sort.by_id(), sort.value_of(item)) {
+        (true, _) => item.tenant.id.clone(),
         (_, SortValue::Text(v)) => serde_json::json!([v, item.tenant.id]).to_string(),
         (_, SortValue::Int(v)) => serde_json::json!([v, item.tenant.id]).to_string(),
     }
@@ -155,7 +163,7 @@ fn encode_cursor(sort: TenantSort, item: &TenantListItem) -> String {
 fn decode_cursor(sort: TenantSort, cursor: &str) -> Result<(SortValue, String), ApiError> {
     let invalid =
         || ApiError::bad_request("invalid_cursor", "the cursor is not one this API issued");
-    if sort == TenantSort::Id {
+    if sort.by_id() {
         return Ok((SortValue::Text(cursor.to_string()), cursor.to_string()));
     }
     let (value, id): (serde_json::Value, String) =

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use platform::db::contains_pattern;
 use platform::db::{Backend, Db};
 use platform::events::Event;
 use platform::facts::{TenantFacts, RECENT_LOGINS_MS};
@@ -14,14 +13,14 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::{tenant_from_row, Arg, Conditions, TenantFilter, TENANT_COLUMNS};
+use super::login_window::advance_login_window;
 use crate::aggregates::{
-    DayActivity, Drift, ListSummary, Overview, OverviewTotals, PipelineValue, Revenue,
-    ServiceSlots, TenantCounters, TenantListItem, TenantSort, TenantSummary, TenantsByStatus,
+    DayActivity, Drift, Overview, OverviewTotals, PipelineValue, Revenue, ServiceSlots,
+    SummaryColumns, TenantCounters, TenantSummary, TenantsByStatus,
 };
 
 /// One day in milliseconds.
-const DAY_MS: i64 = 86_400_000;
+pub(super) const DAY_MS: i64 = 86_400_000;
 
 /// The UTC day (`YYYY-MM-DD`) of a moment.
 pub(crate) fn day_of(at: Timestamp) -> String {
@@ -41,11 +40,17 @@ pub(crate) async fn apply_events(
 ) -> sqlx::Result<()> {
     let deleted = deleted_tenants(conn, events).await?;
     count_activity(conn, backend, events, &deleted).await?;
+    let logins = events
+        .iter()
+        .any(|event| event.event_type == "auth.login.succeeded");
+    // Logins count into `logins_24h` when they are inside the window, which moves first.
+    let login_window = match logins {
+        true => Some(advance_login_window(conn, Timestamp::now()).await?),
+        false => None,
+    };
     let mut counters = PendingCounters::default();
-    let mut logins = false;
     for event in events {
-        logins |= event.event_type == "auth.login.succeeded";
-        apply_event(conn, event, &mut counters, &deleted).await?;
+        apply_event(conn, event, &mut counters, &deleted, login_window).await?;
     }
     counters.flush(conn).await?;
     if logins {
@@ -88,12 +93,14 @@ async fn deleted_tenants(
 const TENANT_CHUNK: usize = 500;
 
 /// Applies one event's effect on the aggregates, its counter changes into `counters`. Of a
-/// tenant in `deleted` only the deletion itself and the services' purge reports count.
+/// tenant in `deleted` only the deletion itself and the services' purge reports count. A
+/// login counts into `logins_24h` when it is at or after `login_window`.
 async fn apply_event(
     conn: &mut AnyConnection,
     event: &Event,
     counters: &mut PendingCounters,
     deleted: &BTreeSet<String>,
+    login_window: Option<i64>,
 ) -> sqlx::Result<()> {
     let at = event.occurred_at.millis();
     let Some(tenant) = event.tenant_id.as_deref() else {
@@ -132,7 +139,7 @@ async fn apply_event(
             // Keyed by the session the login opened, as auth's facts name it, so that a
             // rebuild and a late event count the login once.
             let login = data["session_id"].as_str().unwrap_or(&event.id);
-            sqlx::query(
+            let new = sqlx::query(
                 "INSERT INTO tenant_logins (login_id, tenant_id, at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
             )
@@ -140,7 +147,12 @@ async fn apply_event(
             .bind(tenant)
             .bind(at)
             .execute(&mut *conn)
-            .await?;
+            .await?
+            .rows_affected()
+                > 0;
+            if new && login_window.is_some_and(|from| at >= from) {
+                counters.add(tenant, &[("logins_24h", 1)], at);
+            }
         }
         "crm.customer.created" => counters.add(tenant, &[("customers", 1)], at),
         "crm.customer.deleted" => counters.add(tenant, &[("customers", -1)], at),
@@ -302,6 +314,14 @@ const COUNTERS: &[&str] = &[
     "customers",
     "companies",
     "open_deals",
+    "logins_24h",
+];
+
+/// The slots the tenant list orders by, each with the twin column that holds it as a number
+/// (0 while the slot is NULL), moved with it here, its one writer.
+const ORDERED_SLOTS: &[(&str, &str)] = &[
+    ("content_items", "content_items_order"),
+    ("analytics_events", "analytics_events_order"),
 ];
 
 /// Summary changes of a batch not written yet, per tenant: what to add to which counter
@@ -359,10 +379,16 @@ async fn write_counters(
         .filter(|column| !COUNTERS.contains(column))
         .collect();
     let columns: Vec<&str> = COUNTERS.iter().copied().chain(slots).collect();
-    let sets: Vec<String> = columns
+    let mut sets: Vec<String> = columns
         .iter()
         .map(|c| format!("{c} = COALESCE(tenant_summary.{c}, 0) + excluded.{c}"))
         .collect();
+    sets.extend(
+        ORDERED_SLOTS
+            .iter()
+            .filter(|(slot, _)| columns.contains(slot))
+            .map(|(slot, twin)| format!("{twin} = tenant_summary.{twin} + excluded.{slot}")),
+    );
     let sql = format!(
         "INSERT INTO tenant_summary (tenant_id, {}, updated_at) VALUES ({}) \
          ON CONFLICT (tenant_id) DO UPDATE SET {}, updated_at = excluded.updated_at",
@@ -595,59 +621,57 @@ fn slots_from_row(row: &AnyRow) -> Result<ServiceSlots, sqlx::Error> {
 
 /// The summary columns, named `s_*`, of the joined `tenant_summary s` (zero, or NULL for the
 /// slots, without a row).
-const COUNTER_COLUMNS: &str = "COALESCE(s.users_total, 0) AS s_users_total, \
+pub(super) const SUMMARY_COLUMNS: &str = "COALESCE(s.users_total, 0) AS s_users_total, \
      COALESCE(s.users_active, 0) AS s_users_active, COALESCE(s.customers, 0) AS s_customers, \
      COALESCE(s.companies, 0) AS s_companies, COALESCE(s.open_deals, 0) AS s_open_deals, \
+     COALESCE(s.logins_24h, 0) AS s_logins_24h, \
      s.content_items AS s_content_items, s.plan AS s_plan, s.mrr AS s_mrr, \
      s.mrr_currency AS s_mrr_currency, s.analytics_events AS s_analytics_events";
 
-/// A tenant's counters and slots, and when they last changed (zero, empty and `None` before
-/// any event).
-async fn tenant_aggregates(
-    pool: &AnyPool,
-    tenant_id: &str,
-) -> ApiResult<(ListSummary, Option<Timestamp>)> {
-    let row = sqlx::query(&format!(
-        "SELECT {COUNTER_COLUMNS}, s.updated_at FROM tenant_summary s WHERE s.tenant_id = $1"
-    ))
-    .bind(tenant_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(match row {
-        Some(row) => (
-            summary_from_row(&row)?,
-            Some(Timestamp(row.try_get("updated_at")?)),
-        ),
-        None => (ListSummary::default(), None),
-    })
-}
-
-fn summary_from_row(row: &AnyRow) -> Result<ListSummary, sqlx::Error> {
-    Ok(ListSummary {
+/// A tenant's aggregates from a row with [`SUMMARY_COLUMNS`], and its open `pipeline`.
+pub(super) fn columns_from_row(
+    row: &AnyRow,
+    pipeline: Vec<PipelineValue>,
+) -> Result<SummaryColumns, sqlx::Error> {
+    Ok(SummaryColumns {
         counters: counters_from_row(row)?,
+        logins_24h: row.try_get("s_logins_24h")?,
+        pipeline,
         slots: slots_from_row(row)?,
     })
 }
 
-/// The summary of the tenant with id or slug `key` at `now` (`None` for an unknown tenant).
-pub async fn tenant_summary(
-    pool: &AnyPool,
-    key: &str,
-    now: Timestamp,
-) -> ApiResult<Option<TenantSummary>> {
+/// The summary of the tenant with id or slug `key` (`None` for an unknown tenant).
+pub async fn tenant_summary(pool: &AnyPool, key: &str) -> ApiResult<Option<TenantSummary>> {
     let Some(tenant) = super::tenant_by_key(pool, key).await? else {
         return Ok(None);
     };
-    let (summary, updated_at) = tenant_aggregates(pool, &tenant.id).await?;
+    let row = sqlx::query(&format!(
+        "SELECT {SUMMARY_COLUMNS}, s.updated_at FROM tenant_summary s WHERE s.tenant_id = $1"
+    ))
+    .bind(&tenant.id)
+    .fetch_optional(pool)
+    .await?;
+    let pipeline = pipeline(pool, Some(&tenant.id)).await?;
+    let (columns, updated_at) = match row {
+        Some(row) => (
+            columns_from_row(&row, pipeline)?,
+            Some(Timestamp(row.try_get("updated_at")?)),
+        ),
+        None => (
+            SummaryColumns {
+                pipeline,
+                ..SummaryColumns::default()
+            },
+            None,
+        ),
+    };
     Ok(Some(TenantSummary {
-        logins_24h: logins_since(pool, Some(&tenant.id), Timestamp(now.millis() - DAY_MS)).await?,
-        pipeline: pipeline(pool, Some(&tenant.id)).await?,
         tenant_id: tenant.id,
         slug: tenant.slug,
         name: tenant.name,
         status: tenant.status,
-        counters: summary.counters,
-        slots: summary.slots,
+        columns,
         updated_at,
     }))
 }
@@ -685,32 +709,6 @@ pub async fn pipeline(pool: &AnyPool, tenant_id: Option<&str>) -> ApiResult<Vec<
         .collect::<Result<_, _>>()?)
 }
 
-/// Successful logins since `since` (of one tenant, or of all tenants).
-pub async fn logins_since(
-    pool: &AnyPool,
-    tenant_id: Option<&str>,
-    since: Timestamp,
-) -> ApiResult<i64> {
-    let n = match tenant_id {
-        Some(tenant) => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM tenant_logins WHERE tenant_id = $1 AND at >= $2",
-            )
-            .bind(tenant)
-            .bind(since.millis())
-            .fetch_one(pool)
-            .await?
-        }
-        None => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM tenant_logins WHERE at >= $1")
-                .bind(since.millis())
-                .fetch_one(pool)
-                .await?
-        }
-    };
-    Ok(n)
-}
-
 /// The platform overview at `now`: tenants by status, totals, activity of the last `days`.
 pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Overview> {
     let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tenants GROUP BY status")
@@ -729,16 +727,17 @@ pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Ov
     }
     let sum = |c: &str| format!("COALESCE(CAST(SUM(s.{c}) AS BIGINT), 0) AS s_{c}");
     let row = sqlx::query(&format!(
-        "SELECT {}, {}, {}, {}, {} FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id",
-        sum("users_total"),
-        sum("users_active"),
-        sum("customers"),
-        sum("companies"),
-        sum("open_deals"),
+        "SELECT {} FROM tenant_summary s JOIN tenants t ON t.id = s.tenant_id",
+        COUNTERS
+            .iter()
+            .map(|c| sum(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
     .fetch_one(pool)
     .await?;
     let counters = counters_from_row(&row)?;
+    let logins_24h: i64 = row.try_get("s_logins_24h")?;
     // SUM of NULLs is NULL: a slot stays `null` until some tenant's service filled it.
     let slot_totals = sqlx::query(
         "SELECT CAST(SUM(s.content_items) AS BIGINT) AS content_items, \
@@ -805,7 +804,7 @@ pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Ov
         tenants: TenantsByStatus { total, by_status },
         totals: OverviewTotals {
             counters,
-            logins_24h: logins_since(pool, None, Timestamp(now.millis() - DAY_MS)).await?,
+            logins_24h,
             pipeline: pipeline(pool, None).await?,
             content_items: slot_totals.try_get("content_items")?,
             plans,
@@ -814,81 +813,6 @@ pub async fn overview(pool: &AnyPool, now: Timestamp, days: i64) -> ApiResult<Ov
         },
         activity,
     })
-}
-
-/// A position in a sorted tenant list: the sort value and the id of the last item seen.
-#[derive(Debug, Clone)]
-pub enum SortValue {
-    /// Of a text column.
-    Text(String),
-    /// Of a number column.
-    Int(i64),
-}
-
-/// Tenants with their summary columns, in `sort` order after `after`, at most `limit`.
-#[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn list_tenant_items(
-    pool: &AnyPool,
-    filter: &TenantFilter,
-    sort: TenantSort,
-    after: Option<(SortValue, String)>,
-    limit: i64,
-) -> ApiResult<Vec<TenantListItem>> {
-    let mut c = Conditions::default();
-    if let Some(status) = filter.status {
-        let p = c.bind(Arg::Text(status.as_str().to_string()));
-        c.and(format!("t.status = {p}"));
-    }
-    if let Some(client_id) = &filter.client_id {
-        let p = c.bind(Arg::Text(client_id.clone()));
-        c.and(format!("t.client_id = {p}"));
-    }
-    if let Some(q) = &filter.q {
-        let pattern = contains_pattern(q);
-        let p1 = c.bind(Arg::Text(pattern.clone()));
-        let p2 = c.bind(Arg::Text(pattern));
-        c.and(format!(
-            "(LOWER(t.slug) LIKE {p1} ESCAPE '\\' OR LOWER(t.name) LIKE {p2} ESCAPE '\\')"
-        ));
-    }
-    let key = sort.key_sql();
-    let tiebreak = sort.tiebreak_sql();
-    let (cmp, dir) = if sort.descending() {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
-    if let Some((value, id)) = after {
-        let v = c.bind(match value {
-            SortValue::Text(s) => Arg::Text(s),
-            SortValue::Int(n) => Arg::Int(n),
-        });
-        let p = c.bind(Arg::Text(id));
-        // A row-value comparison, so that the order's index gives the range.
-        c.and(format!("({key}, {tiebreak}) {cmp} ({v}, {p})"));
-    }
-    let where_sql = c.where_sql();
-    let p = c.bind(Arg::Int(limit));
-    let columns: Vec<String> = TENANT_COLUMNS
-        .split(',')
-        .map(|col| format!("t.{}", col.trim()))
-        .collect();
-    let sql = format!(
-        "SELECT {}, {COUNTER_COLUMNS} FROM {}{where_sql} \
-         ORDER BY {key} {dir}, {tiebreak} {dir} LIMIT {p}",
-        columns.join(", "),
-        sort.tables_sql()
-    );
-    let rows = c.query(&sql).fetch_all(pool).await?;
-    Ok(rows
-        .iter()
-        .map(|row| -> Result<TenantListItem, sqlx::Error> {
-            Ok(TenantListItem {
-                tenant: tenant_from_row(row)?,
-                summary: summary_from_row(row)?,
-            })
-        })
-        .collect::<Result<_, _>>()?)
 }
 
 // Rebuild
@@ -901,12 +825,9 @@ const RECORD_TABLES: &[&str] = &[
     "tenant_logins",
 ];
 
-/// Every fact-backed counter of every tenant at `now`: `(tenant, counter)` → value; pipeline
-/// values as `pipeline.<currency>`, recent logins as `logins_24h`.
-async fn snapshot(
-    conn: &mut AnyConnection,
-    now: Timestamp,
-) -> sqlx::Result<BTreeMap<(String, String), i64>> {
+/// Every fact-backed counter of every tenant: `(tenant, counter)` → value; pipeline values as
+/// `pipeline.<currency>`.
+async fn snapshot(conn: &mut AnyConnection) -> sqlx::Result<BTreeMap<(String, String), i64>> {
     let mut out = BTreeMap::new();
     let rows = sqlx::query(&format!(
         "SELECT tenant_id, {} FROM tenant_summary",
@@ -933,28 +854,18 @@ async fn snapshot(
             row.try_get("open_value")?,
         );
     }
-    let rows = sqlx::query(
-        "SELECT tenant_id, COUNT(*) AS n FROM tenant_logins WHERE at >= $1 GROUP BY tenant_id",
-    )
-    .bind(now.millis() - DAY_MS)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        out.insert(
-            (row.try_get("tenant_id")?, "logins_24h".to_string()),
-            row.try_get("n")?,
-        );
-    }
     out.retain(|_, value| *value != 0);
     Ok(out)
 }
 
-/// Writes one tenant's per-record state and counters as its facts say.
+/// Writes one tenant's per-record state and counters as its facts say; its logins count
+/// from `login_window` on.
 async fn write_facts(
     conn: &mut AnyConnection,
     tenant: &str,
     facts: &TenantFacts,
     now: Timestamp,
+    login_window: i64,
 ) -> sqlx::Result<()> {
     for user in &facts.users {
         sqlx::query("INSERT INTO tenant_users (tenant_id, user_id, status) VALUES ($1, $2, $3)")
@@ -1000,7 +911,7 @@ async fn write_facts(
     ensure_summary(conn, tenant, now.millis()).await?;
     sqlx::query(
         "UPDATE tenant_summary SET users_total = $2, users_active = $3, customers = $4, \
-         companies = $5, open_deals = $6 WHERE tenant_id = $1",
+         companies = $5, open_deals = $6, logins_24h = $7 WHERE tenant_id = $1",
     )
     .bind(tenant)
     .bind(count(facts.users.len()))
@@ -1011,6 +922,9 @@ async fn write_facts(
     .bind(facts.companies)
     .bind(count(
         facts.deals.iter().filter(|d| d.status == "open").count(),
+    ))
+    .bind(count(
+        facts.logins.iter().filter(|l| l.at >= login_window).count(),
     ))
     .execute(&mut *conn)
     .await?;
@@ -1029,7 +943,10 @@ pub async fn rebuild_aggregates(
     apply: bool,
 ) -> ApiResult<Vec<Drift>> {
     let mut tx = db.begin().await?;
-    let before = snapshot(&mut tx, now).await?;
+    // Kept and recomputed `logins_24h` both count from the window's start, moved to
+    // 24 hours before `now` (and held, locked) for the whole rebuild.
+    let login_window = advance_login_window(&mut tx, now).await?;
+    let before = snapshot(&mut tx).await?;
     for table in RECORD_TABLES {
         sqlx::query(&format!("DELETE FROM {table}"))
             .execute(&mut *tx)
@@ -1044,9 +961,10 @@ pub async fn rebuild_aggregates(
         .await?;
     let none = TenantFacts::default();
     for tenant in &tenants {
-        write_facts(&mut tx, tenant, facts.get(tenant).unwrap_or(&none), now).await?;
+        let facts = facts.get(tenant).unwrap_or(&none);
+        write_facts(&mut tx, tenant, facts, now, login_window).await?;
     }
-    let after = snapshot(&mut tx, now).await?;
+    let after = snapshot(&mut tx).await?;
     let mut drift = Vec::new();
     let keys: std::collections::BTreeSet<&(String, String)> =
         before.keys().chain(after.keys()).collect();

@@ -6,15 +6,21 @@ mod admins;
 mod aggregates;
 mod audit;
 mod clients;
+mod login_window;
 mod services;
+mod tenant_list;
 mod tenants;
+mod verifications;
 
 pub use admins::*;
 pub use aggregates::*;
 pub use audit::*;
 pub use clients::*;
+pub use login_window::expire_logins;
 pub use services::*;
+pub use tenant_list::*;
 pub use tenants::*;
+pub use verifications::*;
 
 pub(crate) use platform::sql::{check_version, Arg, Conditions};
 

@@ -79,7 +79,9 @@ pub async fn spawn_app_with(http: HttpSettings, audit: cdx::AuditSettings) -> Ap
 
     let bus = Bus::new();
     let outbox = Outbox::new(db.clone(), bus.clone());
-    let cdx = Cdx::new(db.clone(), outbox.clone(), auth, cheap_hashing(1024)).with_audit(audit);
+    let cdx = Cdx::new(db.clone(), outbox.clone(), auth, cheap_hashing(1024))
+        .with_audit(audit)
+        .with_request_timeout(http.request_timeout());
     bus.subscribe(cdx.audit_consumer());
     bus.subscribe(Arc::new(replica.clone()));
     let relay = outbox.spawn_relay(Duration::from_millis(100));

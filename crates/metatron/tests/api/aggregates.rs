@@ -377,7 +377,7 @@ async fn rebuild_reports_and_repairs_drift_from_the_services_data() {
         "DELETE FROM tenant_pipeline WHERE tenant_id = $1",
         "DELETE FROM tenant_logins WHERE tenant_id = $1",
         "UPDATE tenant_summary SET customers = 99, users_total = 0, users_active = 0, \
-         open_deals = 0 WHERE tenant_id = $1",
+         open_deals = 0, logins_24h = 0 WHERE tenant_id = $1",
     ] {
         sqlx::query(sql)
             .bind(&tenant)

@@ -232,3 +232,102 @@ async fn pruned_audit_trail_still_verifies_and_still_shows_tampering() {
         "{out}{err}"
     );
 }
+
+/// Whoever can write the cdx database can recompute the chain and re-sign every checkpoint
+/// with a key of their own: verification only notices against a key pinned outside it.
+#[tokio::test]
+async fn a_chain_re_signed_with_another_key_fails_only_against_the_pinned_key() {
+    let app = TestApp::spawn().await;
+    app.app().flush_events().await.expect("events delivered");
+    app.app()
+        .cdx
+        .checkpoint_audit()
+        .await
+        .expect("checkpoint")
+        .expect("signed");
+    let (ok, keys, err) = crate::cli::metatron(&app.settings, &["audit", "key"], None);
+    assert!(ok, "{keys}{err}");
+    let (key_id, public_key) = keys
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("`<key id> <public key>`: {keys}"));
+    let key_file = app.settings.data_dir.join("pinned-keys.txt");
+    std::fs::write(&key_file, format!("# pinned today\n{keys}")).expect("key file");
+    let key_file = key_file.to_str().expect("utf-8 path");
+    let verify = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["audit", "verify"];
+        all.extend_from_slice(args);
+        crate::cli::metatron_with_env(&app.settings, &all, None, env)
+    };
+    let (ok, out, err) = verify(&["--public-key", public_key], &[]);
+    assert!(ok, "the genuine chain verifies against its key: {out}{err}");
+    assert!(out.contains("pinned"), "{out}");
+    let (ok, out, err) = verify(&["--public-key-file", key_file], &[]);
+    assert!(ok, "{out}{err}");
+
+    // Every checkpoint and key is replaced by ones signed with a new key.
+    let db = &app
+        .app()
+        .services
+        .iter()
+        .find(|s| s.info.name == "cdx")
+        .expect("cdx")
+        .db;
+    for sql in [
+        "DELETE FROM audit_checkpoints",
+        "DELETE FROM audit_signing_keys",
+        "UPDATE audit_chain_head SET checkpoint_seq = 0",
+    ] {
+        sqlx::query(sql)
+            .execute(db.writer())
+            .await
+            .expect("re-sign");
+    }
+    let head = app
+        .app()
+        .cdx
+        .checkpoint_audit()
+        .await
+        .expect("checkpoint")
+        .expect("signed");
+
+    let (ok, out, err) = verify(&[], &[]);
+    assert!(
+        ok,
+        "without a pinned key the re-signed chain passes: {out}{err}"
+    );
+    let (ok, out, err) = verify(&["--public-key", public_key], &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("broken at entry {head}"))
+            && err.contains("which is not a pinned key"),
+        "{err}"
+    );
+    let (ok, _, err) = verify(&["--public-key-file", key_file], &[]);
+    assert!(!ok && err.contains("not a pinned key"), "{err}");
+    // The setting pins the key too, from the environment as from the file.
+    let pinned = format!("[\"{public_key}\"]");
+    let (ok, out, _) = verify(
+        &["--json"],
+        &[("METATRON_CDX_AUDIT_PINNED_PUBLIC_KEYS", pinned.as_str())],
+    );
+    assert!(!ok, "{out}");
+    let report: Value = serde_json::from_str(&out).expect("report");
+    assert_eq!(report["pinned"], true);
+    assert_eq!(report["broken"]["seq"], head, "{report}");
+    assert!(report["keys"].as_array().is_some_and(|keys| keys
+        .iter()
+        .all(|k| k["id"] != key_id && k["pinned"] == false)));
+
+    // Keys that are no keys are refused, naming what is wrong.
+    let (ok, _, err) = verify(&["--public-key", "not-a-key"], &[]);
+    assert!(
+        !ok && err.contains("--public-key") && err.contains("Ed25519"),
+        "{err}"
+    );
+    let (ok, _, err) = verify(
+        &[],
+        &[("METATRON_CDX_AUDIT_PINNED_PUBLIC_KEYS", "[\"abc\"]")],
+    );
+    assert!(!ok && err.contains("pinned_public_keys"), "{err}");
+}

@@ -12,7 +12,18 @@ pub(crate) fn metatron(
     args: &[&str],
     stdin: Option<&str>,
 ) -> (bool, String, String) {
+    metatron_with_env(settings, args, stdin, &[])
+}
+
+/// [`metatron`] with these environment variables set too.
+pub(crate) fn metatron_with_env(
+    settings: &metatron::Settings,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_metatron"));
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .arg("--data-dir")
         .arg(&settings.data_dir)

@@ -119,9 +119,16 @@ async fn deleting_a_tenant_leaves_no_row_of_it_in_any_service_database() {
     app.app().flush_events().await.expect("events delivered");
 
     // Only the ids of the tenant's revoked sessions stay, in a table without tenant, user
-    // or address, so that their access tokens stay refused until they would have expired.
+    // or address, so that their access tokens stay refused until they would have expired;
+    // and each service knows the tenant's id as deleted, so that a late event of another
+    // service brings nothing of it back.
     let after = occurrences(&app, &needles).await;
-    let kept = BTreeSet::from([("auth.revoked_sessions.session_id".to_string(), "session")]);
+    let kept = BTreeSet::from([
+        ("auth.revoked_sessions.session_id".to_string(), "session"),
+        ("auth.deleted_tenants.id".to_string(), "tenant id"),
+        ("crm.deleted_tenants.id".to_string(), "tenant id"),
+        ("cdx.deleted_tenants.id".to_string(), "tenant id"),
+    ]);
     assert_eq!(after, kept, "rows of the deleted tenant remain");
 }
 

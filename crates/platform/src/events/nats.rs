@@ -1,7 +1,10 @@
 //! The NATS JetStream transport (distributed topology, or all-in-one through NATS).
 //!
 //! - **Streams**: one per service, `<PREFIX>_<SERVICE>` (e.g. `METATRON_AUTH`), holding the
-//!   subjects `<prefix>.<service>.>`; created or updated idempotently before first use.
+//!   subjects `<prefix>.<service>.>`; created or updated idempotently before first use, with
+//!   the retention limits of `[events]` (`nats_max_age_secs`, `nats_max_bytes`): the oldest
+//!   messages are discarded beyond them, so a stream stays bounded although every consumer
+//!   acknowledges (the stream keeps acknowledged messages for consumers yet to come).
 //! - **Subjects**: `<prefix>.<service>.<event type without the service>`, e.g. auth's
 //!   `auth.user.created` is published on `metatron.auth.user.created`.
 //! - **Publishing** ([`NatsPublisher`], an outbox [`Destination`]): the relay publishes its
@@ -61,6 +64,12 @@ pub struct EventSettings {
     /// How long consumers remember the events they applied (redeliveries within it are
     /// recognised and skipped).
     pub dedup_retention_secs: u64,
+    /// How long a service's JetStream stream keeps a message (0: no limit). A consumer that
+    /// stays away longer misses the older events.
+    pub nats_max_age_secs: u64,
+    /// How many bytes a service's stream may hold before its oldest messages are discarded
+    /// (0: no limit).
+    pub nats_max_bytes: u64,
 }
 
 impl Default for EventSettings {
@@ -74,6 +83,8 @@ impl Default for EventSettings {
             request_timeout_ms: 5000,
             outbox_retention_secs: 0,
             dedup_retention_secs: 7 * 24 * 3600,
+            nats_max_age_secs: 7 * 24 * 3600,
+            nats_max_bytes: 0,
         }
     }
 }
@@ -92,12 +103,28 @@ impl EventSettings {
         Duration::from_millis(self.poll_ms.max(1))
     }
 
+    /// The retention limits of every stream.
+    fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            // JetStream reads 0 as "no limit" for both.
+            max_age: Duration::from_secs(self.nats_max_age_secs),
+            max_bytes: i64::try_from(self.nats_max_bytes).unwrap_or(i64::MAX),
+        }
+    }
+
     /// The durable consumer name of process `process` (e.g. `all`, `auth`).
     pub fn consumer_name(&self, process: &str) -> String {
         self.consumer
             .clone()
             .unwrap_or_else(|| format!("{}-{process}", self.prefix))
     }
+}
+
+/// How much a stream keeps before it discards its oldest messages.
+#[derive(Debug, Clone, Copy)]
+struct StreamLimits {
+    max_age: Duration,
+    max_bytes: i64,
 }
 
 /// Per-stream positions: the last sequence this process published, and the last one its
@@ -115,6 +142,7 @@ struct Inner {
     js: jetstream::Context,
     prefix: String,
     timeout: Duration,
+    limits: StreamLimits,
     positions: Mutex<HashMap<String, Position>>,
     ready_streams: Mutex<Vec<String>>,
 }
@@ -166,6 +194,7 @@ impl Nats {
             js,
             prefix: settings.prefix.clone(),
             timeout,
+            limits: settings.stream_limits(),
             positions: Mutex::new(HashMap::new()),
             ready_streams: Mutex::new(Vec::new()),
         })))
@@ -195,7 +224,8 @@ impl Nats {
         }
     }
 
-    /// Creates or updates the stream of `service` (once per process).
+    /// Creates the stream of `service`, or updates it to this process's settings (e.g. its
+    /// retention limits), once per process.
     pub async fn ensure_stream(&self, service: &str) -> Result<stream::Stream, HandlerError> {
         self.check_connected()?;
         tokio::time::timeout(self.0.timeout, self.ensure_stream_now(service))
@@ -233,6 +263,9 @@ impl Nats {
                 subjects: vec![format!("{}.{service}.>", self.0.prefix)],
                 duplicate_window: Duration::from_secs(120),
                 storage: stream::StorageType::File,
+                max_age: self.0.limits.max_age,
+                max_bytes: self.0.limits.max_bytes,
+                discard: stream::DiscardPolicy::Old,
                 ..Default::default()
             })
             .await

@@ -8,7 +8,8 @@
 //! timer, CDX signs the head with its own Ed25519 key ([`checkpoint_message`]).
 //!
 //! [`verify`] walks the whole chain in `seq` order, recomputes every hash, checks every
-//! checkpoint signature and the recorded head, and names the first broken entry.
+//! checkpoint signature (by a [`PinnedKey`] when keys are pinned) and the recorded head, and
+//! names the first broken entry.
 //!
 //! With a retention policy, the oldest entries are removed up to a signed checkpoint
 //! ([`crate::store::prune_audit`]); the head records that anchor (`pruned_seq`,
@@ -21,13 +22,18 @@ use base64::Engine;
 use platform::db::Db;
 use platform::ids::Timestamp;
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::model::AuditEntry;
 use crate::store;
 pub use crate::store::Pruned;
+
+mod keys;
+mod verify;
+
+pub use keys::{parse_key_list, PinnedKey};
+pub use verify::{checkpoint_keys, verify, ChainBreak, ChainReport, CheckpointKey, VerifyOptions};
 
 /// The `prev_hash` of entry 1.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -151,259 +157,6 @@ pub(crate) fn changed_of(data: &Value) -> Option<String> {
     serde_json::to_string(&names?).ok()
 }
 
-/// The first place where the chain does not hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ChainBreak {
-    /// Position of the first broken (or missing) entry; `null` for entries outside the chain.
-    pub seq: Option<i64>,
-    /// Its id, when the entry exists.
-    pub id: Option<String>,
-    /// What is wrong.
-    pub reason: String,
-}
-
-/// A checkpoint key as `audit verify` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct CheckpointKey {
-    /// Key id.
-    pub id: String,
-    /// Raw Ed25519 public key, base64url.
-    pub public_key: String,
-}
-
-/// The outcome of walking the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ChainReport {
-    /// Whether the whole chain verified.
-    pub valid: bool,
-    /// Entries verified (up to the first break).
-    pub entries: i64,
-    /// Checkpoints whose hash and signature verified.
-    pub checkpoints: i64,
-    /// Position of the last entry.
-    pub head_seq: i64,
-    /// Hash of the last entry.
-    pub head_hash: String,
-    /// Entries up to this position were removed by the retention policy (0: none); the walk
-    /// starts after it, anchored by the signed checkpoint at this position.
-    pub pruned_through: i64,
-    /// The keys that sign checkpoints.
-    pub keys: Vec<CheckpointKey>,
-    /// The first break, when not valid.
-    pub broken: Option<ChainBreak>,
-}
-
-/// Entries read per query while walking.
-const PAGE: i64 = 2000;
-
-/// Walks the whole chain of `db` (read-only) and reports the first break.
-pub async fn verify(db: &Db) -> Result<ChainReport, sqlx::Error> {
-    let pool = db.reader();
-    let keys: BTreeMap<String, String> = store::checkpoint_keys(pool).await?.into_iter().collect();
-    let checkpoints = store::checkpoints(pool).await?;
-    let mut cps = checkpoints.iter().peekable();
-    let mut report = ChainReport {
-        valid: false,
-        entries: 0,
-        checkpoints: 0,
-        head_seq: 0,
-        head_hash: GENESIS.to_string(),
-        pruned_through: 0,
-        keys: keys
-            .iter()
-            .map(|(id, public_key)| CheckpointKey {
-                id: id.clone(),
-                public_key: public_key.clone(),
-            })
-            .collect(),
-        broken: None,
-    };
-    let broken = |report: &mut ChainReport, seq: Option<i64>, id: Option<&str>, reason: String| {
-        report.broken = Some(ChainBreak {
-            seq,
-            id: id.map(str::to_string),
-            reason,
-        });
-    };
-    let head = store::chain_head(pool).await?;
-    if head.backfilled == 0 {
-        let waiting = store::unchained(pool).await?;
-        if let Some((id, count)) = waiting {
-            broken(
-                &mut report,
-                None,
-                Some(&id),
-                format!(
-                    "{count} entries from before the chain are not chained yet; start \
-                     metatron (or run `metatron migrate`) once to chain them"
-                ),
-            );
-            return Ok(report);
-        }
-    }
-    let mut last = head.pruned_seq;
-    let mut prev = head.pruned_hash.clone();
-    if last > 0 {
-        // The removed part is vouched for by the signed checkpoint at the anchor alone.
-        // Checkpoints below it are leftovers of a prune that committed after they were read.
-        while cps.next_if(|cp| cp.seq < last).is_some() {}
-        let problem = match cps.next_if(|cp| cp.seq == last) {
-            Some(cp) if cp.hash == prev => checkpoint_problem(&keys, cp),
-            _ => Some(format!(
-                "entries up to {last} were pruned, but no signed checkpoint covers that \
-                 position with the recorded hash"
-            )),
-        };
-        if let Some(reason) = problem {
-            broken(&mut report, Some(last), None, reason);
-            return Ok(report);
-        }
-        report.checkpoints += 1;
-        report.pruned_through = last;
-        report.head_seq = last;
-        report.head_hash = prev.clone();
-    }
-    loop {
-        let rows = store::chain_page(pool, last, PAGE).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for (fields, prev_hash, hash) in &rows {
-            let expected = last + 1;
-            if fields.seq != expected {
-                broken(
-                    &mut report,
-                    Some(expected),
-                    None,
-                    format!(
-                        "entry {expected} is missing (the next entry is {} with id {})",
-                        fields.seq, fields.id
-                    ),
-                );
-                return Ok(report);
-            }
-            if *prev_hash != prev {
-                broken(
-                    &mut report,
-                    Some(fields.seq),
-                    Some(&fields.id),
-                    format!(
-                        "prev_hash does not match the hash of entry {}",
-                        fields.seq - 1
-                    ),
-                );
-                return Ok(report);
-            }
-            let computed = entry_hash(&prev, fields);
-            if computed != *hash {
-                broken(
-                    &mut report,
-                    Some(fields.seq),
-                    Some(&fields.id),
-                    "the stored hash does not match the entry's content".into(),
-                );
-                return Ok(report);
-            }
-            while let Some(cp) = cps.next_if(|cp| cp.seq <= fields.seq) {
-                // Checkpoints come in seq order; one below this entry would have been
-                // consumed at its own entry, so `cp.seq == fields.seq` here.
-                let problem = if cp.seq != fields.seq {
-                    Some("a checkpoint names no entry".to_string())
-                } else if cp.hash != computed {
-                    Some(format!("checkpoint {} does not match the chain", cp.seq))
-                } else {
-                    checkpoint_problem(&keys, cp)
-                };
-                if let Some(reason) = problem {
-                    broken(&mut report, Some(fields.seq), Some(&fields.id), reason);
-                    return Ok(report);
-                }
-                report.checkpoints += 1;
-            }
-            last = fields.seq;
-            prev = computed;
-            report.entries += 1;
-            report.head_seq = last;
-            report.head_hash = prev.clone();
-        }
-    }
-    if let Some(cp) = cps.next() {
-        broken(
-            &mut report,
-            Some(last + 1),
-            None,
-            format!(
-                "the chain ends at entry {last} but checkpoint {} exists: entries were removed",
-                cp.seq
-            ),
-        );
-        return Ok(report);
-    }
-    // Read after the walk: a writer may have appended meanwhile, never removed.
-    let head = store::chain_head(pool).await?;
-    if head.seq > last {
-        let now = store::chain_page(pool, last, 1).await?;
-        if now.is_empty() {
-            broken(
-                &mut report,
-                Some(last + 1),
-                None,
-                format!(
-                    "the chain ends at entry {last} but its head is entry {}: entries were removed",
-                    head.seq
-                ),
-            );
-            return Ok(report);
-        }
-    } else if head.seq < last {
-        broken(
-            &mut report,
-            Some(head.seq + 1),
-            None,
-            format!(
-                "entries after the head ({}) were added outside the audit writer",
-                head.seq
-            ),
-        );
-        return Ok(report);
-    } else if head.hash != report.head_hash {
-        broken(
-            &mut report,
-            Some(last),
-            None,
-            "the recorded head hash does not match the last entry".into(),
-        );
-        return Ok(report);
-    }
-    if let Some((id, count)) = store::unchained(pool).await? {
-        broken(
-            &mut report,
-            None,
-            Some(&id),
-            format!("{count} entries carry no chain position (inserted outside the audit writer)"),
-        );
-        return Ok(report);
-    }
-    report.valid = true;
-    Ok(report)
-}
-
-/// What is wrong with a checkpoint's signature, if anything.
-fn checkpoint_problem(keys: &BTreeMap<String, String>, cp: &store::Checkpoint) -> Option<String> {
-    match keys.get(&cp.key_id) {
-        None => Some(format!(
-            "checkpoint {} is signed by unknown key {}",
-            cp.seq, cp.key_id
-        )),
-        Some(public_key)
-            if !checkpoint_signature_valid(public_key, cp.seq, &cp.hash, &cp.signature) =>
-        {
-            Some(format!("checkpoint {} has an invalid signature", cp.seq))
-        }
-        Some(_) => None,
-    }
-}
-
 /// Removes the entries of `db` older than `retention_days` days, up to the newest signed
 /// checkpoint among them, which becomes the chain's anchor; `None` when no checkpoint is old
 /// enough (nothing is removed).
@@ -412,6 +165,9 @@ pub async fn prune(db: &Db, retention_days: u64) -> Result<Option<Pruned>, sqlx:
     let before = Timestamp::now().plus_secs(-secs);
     store::prune_audit(db, before).await
 }
+
+/// Entries read per query while exporting.
+const PAGE: i64 = 2000;
 
 /// Hands every audit entry of `tenant_id` (all when `None`) that occurred in `[from, to)` to
 /// `each`, in chain order; returns how many.
