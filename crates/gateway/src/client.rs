@@ -63,14 +63,17 @@ thread_local! {
     static IDLE: RefCell<Vec<(Weak<Upstream>, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A request handed back by a failed exchange, to be tried again.
+pub(crate) type Unsent = Box<http::Request<ProxyBody>>;
+
 /// Why an exchange with an upstream failed.
-#[derive(Debug)]
 pub(crate) enum Error {
     /// No connection could be opened (refused, unreachable, or not within the connect
-    /// timeout): nothing was sent.
-    Connect(std::io::Error),
-    /// The request was sent (or partly sent) and no usable answer came back.
-    Exchange(Failure),
+    /// timeout): nothing was sent, and the request comes back untouched.
+    Connect(std::io::Error, Unsent),
+    /// The request was sent (or partly sent) and no usable answer came back. A request
+    /// without a body comes back, so it can be sent again.
+    Exchange(Failure, Option<Unsent>),
 }
 
 /// What went wrong once a request was under way.
@@ -89,8 +92,8 @@ pub(crate) enum Failure {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Connect(e) => write!(f, "connect: {e}"),
-            Error::Exchange(e) => e.fmt(f),
+            Error::Connect(e, _) => write!(f, "connect: {e}"),
+            Error::Exchange(e, _) => e.fmt(f),
         }
     }
 }
@@ -123,8 +126,18 @@ pub(crate) async fn send(
     connect_timeout: Duration,
     request: http::Request<ProxyBody>,
 ) -> Result<http::Response<UpstreamBody>, Error> {
+    let (mut conn, mut reused) = match open(upstream, connect_timeout).await {
+        Ok(opened) => opened,
+        Err(e) => return Err(Error::Connect(e, Box::new(request))),
+    };
     let (parts, mut body) = request.into_parts();
     let framing = RequestFraming::of(&parts, &body);
+    // Gives the request back when it had no body: nothing of it is lost, it may go again.
+    let failed = |failure, parts: http::request::Parts, body| {
+        let unsent = (framing == RequestFraming::None)
+            .then(|| Box::new(http::Request::from_parts(parts, body)));
+        Error::Exchange(failure, unsent)
+    };
     let mut head = Vec::with_capacity(512);
     encode_head(&mut head, &parts, &upstream.host, framing);
     // A small first chunk that is already there (a JSON document, typically) goes out in
@@ -133,14 +146,22 @@ pub(crate) async fn send(
     let mut body_done = framing == RequestFraming::None;
     if !body_done {
         match body.frame().now_or_never() {
-            Some(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) if data.len() <= INLINE_BODY_BYTES => {
-                    encode_chunk(&mut head, &data, framing);
+            Some(Some(Ok(frame))) => {
+                match frame.into_data() {
+                    Ok(data) if data.len() <= INLINE_BODY_BYTES => {
+                        encode_chunk(&mut head, &data, framing);
+                    }
+                    Ok(data) => pending = Some(data),
+                    Err(_trailers) => {}
                 }
-                Ok(data) => pending = Some(data),
-                Err(_trailers) => {}
-            },
-            Some(Some(Err(e))) => return Err(Error::Exchange(Failure::RequestBody(e))),
+                // A body whose length was declared is known to have ended with its last
+                // byte: most bodies are one chunk, and go out with the head.
+                if pending.is_none() && http_body::Body::is_end_stream(&body) {
+                    encode_end(&mut head, framing);
+                    body_done = true;
+                }
+            }
+            Some(Some(Err(e))) => return Err(failed(Failure::RequestBody(e), parts, body)),
             Some(None) => {
                 encode_end(&mut head, framing);
                 body_done = true;
@@ -148,31 +169,46 @@ pub(crate) async fn send(
             None => {}
         }
     }
-    let mut conn = loop {
-        let (mut conn, reused) = match checkout(upstream) {
-            Some(conn) => (conn, true),
-            // Boxed, as a new connection is the exception: inline, the connect's state would
-            // enlarge every request's future, which is moved several times a request.
-            None => (Box::pin(connect(upstream, connect_timeout)).await?, false),
-        };
-        match conn.io.write_all(&head).await {
-            Ok(()) => break conn,
-            // A kept-alive connection the upstream closed while it was idle: nothing of the
-            // request went out, so it goes on the next one (a new one once none is idle).
-            Err(_) if reused => continue,
-            Err(e) => return Err(Error::Exchange(e.into())),
+    // A kept-alive connection the upstream closed while it was idle fails the write:
+    // nothing of the request went out, so it goes on the next one (a new one once none is
+    // idle).
+    while let Err(e) = conn.io.write_all(&head).await {
+        if !reused {
+            return Err(failed(e.into(), parts, body));
         }
-    };
+        (conn, reused) = match open(upstream, connect_timeout).await {
+            Ok(opened) => opened,
+            Err(e) => return Err(failed(Failure::Io(e), parts, body)),
+        };
+    }
     let mut answered_early = false;
     if !body_done {
-        answered_early = send_body(&mut conn, &mut body, framing, pending)
-            .await
-            .map_err(Error::Exchange)?;
+        // Boxed: a body that outlasts its first chunk is the exception, and the streaming
+        // state would enlarge every request's future.
+        match Box::pin(send_body(&mut conn, &mut body, framing, pending)).await {
+            Ok(early) => answered_early = early,
+            Err(failure) => return Err(failed(failure, parts, body)),
+        }
     }
-    let head = read_head(&mut conn).await.map_err(Error::Exchange)?;
-    let response =
-        answer(conn, head, &parts.method, upstream, answered_early).map_err(Error::Exchange)?;
-    Ok(response)
+    let head = match read_head(&mut conn).await {
+        Ok(head) => head,
+        Err(failure) => return Err(failed(failure, parts, body)),
+    };
+    answer(conn, head, &parts.method, upstream, answered_early)
+        .map_err(|failure| failed(failure, parts, body))
+}
+
+/// An idle connection of this thread to `upstream` (`true`: kept alive from an earlier
+/// exchange), or a new one.
+async fn open(upstream: &Arc<Upstream>, timeout: Duration) -> std::io::Result<(Connection, bool)> {
+    match checkout(upstream) {
+        Some(conn) => Ok((conn, true)),
+        // Boxed, as a new connection is the exception: inline, the connect's state would
+        // enlarge every request's future, which is moved several times a request.
+        None => Box::pin(connect(upstream, timeout))
+            .await
+            .map(|conn| (conn, false)),
+    }
 }
 
 /// How a request's body is framed on the way upstream.
@@ -554,7 +590,7 @@ fn answer(
 }
 
 /// Opens a connection to `upstream` within `timeout`.
-async fn connect(upstream: &Upstream, timeout: Duration) -> Result<Connection, Error> {
+async fn connect(upstream: &Upstream, timeout: Duration) -> std::io::Result<Connection> {
     let authority = upstream.authority();
     // An IPv6 literal comes bracketed in the authority.
     let host = authority
@@ -564,16 +600,10 @@ async fn connect(upstream: &Upstream, timeout: Duration) -> Result<Connection, E
     let port = authority.port_u16().unwrap_or(80);
     let io = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| {
-            Error::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connect timed out",
-            ))
-        })?
-        .map_err(Error::Connect)?;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     // Requests and answers are written in several segments (head, then the streamed body):
     // without TCP_NODELAY each waits for the peer's delayed ACK.
-    io.set_nodelay(true).map_err(Error::Connect)?;
+    io.set_nodelay(true)?;
     Ok(Connection {
         io,
         buf: BytesMut::new(),

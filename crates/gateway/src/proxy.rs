@@ -200,7 +200,7 @@ fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
 /// The service named by `/api/<service>/...`.
 fn service_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/api/")?;
-    let service = rest.split('/').next().unwrap_or(rest);
+    let service = rest.find('/').map_or(rest, |end| &rest[..end]);
     (!service.is_empty()).then_some(service)
 }
 
@@ -345,7 +345,6 @@ async fn exchange(
         headers.insert(X_FORWARDED_HOST, host);
     }
 
-    let method = parts.method;
     let path_and_query = uri
         .path_and_query()
         .cloned()
@@ -354,20 +353,24 @@ async fn exchange(
         || (declared == Some(0) && !headers.contains_key(header::TRANSFER_ENCODING));
     let retryable = empty_body
         && matches!(
-            method,
+            parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
     // An empty body cannot grow past the limit: no flag to share for it.
     let exceeded = (!empty_body).then(|| Arc::new(AtomicBool::new(false)));
-    let mut body = Some(ProxyBody {
+    let body = ProxyBody {
         inner: body,
         remaining: limit,
         exceeded: exceeded.clone(),
-    });
-    // Only a request that may be retried needs its headers again after an attempt; the
-    // others hand theirs to the one attempt without a copy.
-    let may_retry = retryable && config.max_retries > 0;
-    let mut headers = Some(headers);
+    };
+    // The request as it goes upstream (its target is set per upstream). An attempt that
+    // fails before anything reached the upstream hands it back, so a retry needs no copy.
+    let mut request = Some(http::Request::new(body));
+    if let Some(request) = request.as_mut() {
+        *request.method_mut() = parts.method;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+    }
     let timeout = config.request_timeout(path);
     let deadline = tokio::time::Instant::now() + timeout;
     let open_for = Duration::from_millis(config.circuit_open_ms);
@@ -395,27 +398,24 @@ async fn exchange(
         };
         tried.push(index);
         let mut attempt = Attempt::new(upstream.clone());
-        let target = match upstream.target_for(&path_and_query) {
-            Ok(target) => target,
-            Err(_) => {
-                return Err(
-                    ApiError::bad_request("invalid_path", "the path is not valid").into_response(),
-                );
-            }
+        let Ok(target) = upstream.target_for(&path_and_query) else {
+            return Err(
+                ApiError::bad_request("invalid_path", "the path is not valid").into_response(),
+            );
         };
-        let body = body.take().unwrap_or_else(ProxyBody::empty);
-        let mut request = http::Request::new(body);
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = target;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = match (&headers, may_retry) {
-            (Some(headers), true) => headers.clone(),
-            _ => headers.take().unwrap_or_default(),
+        let Some(mut outgoing) = request.take() else {
+            // Only a request handed back is tried again.
+            return Err(error(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the service did not give a valid answer",
+            ));
         };
+        *outgoing.uri_mut() = target;
 
         let outcome = tokio::time::timeout_at(
             deadline,
-            client::send(&upstream, config.connect_timeout(), request),
+            client::send(&upstream, config.connect_timeout(), outgoing),
         )
         .await;
         attempt.settled = true;
@@ -445,9 +445,10 @@ async fn exchange(
                 parts.extensions = http::Extensions::new();
                 return Ok((Response::from_parts(parts, Body::new(incoming)), upstream));
             }
-            Ok(Err(client::Error::Connect(e))) => {
+            Ok(Err(client::Error::Connect(e, unsent))) => {
                 upstream.failure(threshold, open_for);
                 tracing::warn!(upstream = %upstream.url, error = %e, "cannot connect to upstream");
+                request = Some(*unsent);
                 let may_retry = retryable
                     && tried.len() <= config.max_retries as usize
                     && tried.len() < pool.upstreams.len()
@@ -464,7 +465,7 @@ async fn exchange(
                     upstream,
                 ));
             }
-            Ok(Err(client::Error::Exchange(e))) => {
+            Ok(Err(client::Error::Exchange(e, unanswered))) => {
                 if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) {
                     return Err(too_large());
                 }
@@ -474,7 +475,13 @@ async fn exchange(
                 // request sent on it. An idempotent request without a body is sent once more,
                 // on a new connection: to a dead upstream that connect fails fast and answers
                 // 503, like every request after it; a live one answers normally.
-                if may_retry && resent < MAX_RESENDS && gw.0.retries.take() {
+                request = unanswered.map(|unanswered| *unanswered);
+                if retryable
+                    && config.max_retries > 0
+                    && request.is_some()
+                    && resent < MAX_RESENDS
+                    && gw.0.retries.take()
+                {
                     resent += 1;
                     tried.pop();
                     continue;
@@ -483,7 +490,7 @@ async fn exchange(
                     error(
                         StatusCode::BAD_GATEWAY,
                         "bad_gateway",
-                        "the service closed the connection without an answer",
+                        "the service did not give a valid answer",
                     ),
                     upstream,
                 ));
