@@ -19,9 +19,11 @@
 # user-space instructions per proxied request, counted by valgrind's callgrind over
 # BENCH_GW_COUNTED (3000) requests on one connection, for the gateway and for nginx.
 #
-# Settings (environment): BENCH_GW_PORT (38090) for the gateway, BENCH_GW_STATIC_PORT
-# (38091), BENCH_GW_AUTH_PORT (38092), BENCH_GW_NGINX_PORT (38093), BENCH_GW_COUNT_PORT
-# (38094) and BENCH_GW_NGINX_COUNT_PORT (38095) for the counted runs, BENCH_GW_BALANCE
+# The ports lie below Linux's range for outgoing connections (32768–60999), so no client
+# connection of the run itself can hold one when a server is started on it.
+# Settings (environment): BENCH_GW_PORT (28090) for the gateway, BENCH_GW_STATIC_PORT
+# (28091), BENCH_GW_AUTH_PORT (28092), BENCH_GW_NGINX_PORT (28093), BENCH_GW_COUNT_PORT
+# (28094) and BENCH_GW_NGINX_COUNT_PORT (28095) for the counted runs, BENCH_GW_BALANCE
 # (least_outstanding).
 
 GW_C=${BENCH_GW_CONNECTIONS:-32}
@@ -29,12 +31,12 @@ GW_ROUNDS=${BENCH_GW_ROUNDS:-5}
 GW_SECS=${BENCH_GW_SECONDS:-4}
 GW_LATENCY_SECS=${BENCH_GW_LATENCY_SECONDS:-3}
 GW_COUNTED=${BENCH_GW_COUNTED:-3000}
-GW_COUNT_PORT=${BENCH_GW_COUNT_PORT:-38094}
-GW_NGINX_COUNT_PORT=${BENCH_GW_NGINX_COUNT_PORT:-38095}
-GW_PORT=${BENCH_GW_PORT:-38090}
-GW_STATIC_PORT=${BENCH_GW_STATIC_PORT:-38091}
-GW_AUTH_PORT=${BENCH_GW_AUTH_PORT:-38092}
-GW_NGINX_PORT=${BENCH_GW_NGINX_PORT:-38093}
+GW_COUNT_PORT=${BENCH_GW_COUNT_PORT:-28094}
+GW_NGINX_COUNT_PORT=${BENCH_GW_NGINX_COUNT_PORT:-28095}
+GW_PORT=${BENCH_GW_PORT:-28090}
+GW_STATIC_PORT=${BENCH_GW_STATIC_PORT:-28091}
+GW_AUTH_PORT=${BENCH_GW_AUTH_PORT:-28092}
+GW_NGINX_PORT=${BENCH_GW_NGINX_PORT:-28093}
 GW_BALANCE=${BENCH_GW_BALANCE:-least_outstanding}
 GW_DIR=$(mktemp -d)
 # The directory must be readable by nginx's workers, which drop root for `nobody`.
