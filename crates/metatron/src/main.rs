@@ -107,8 +107,9 @@ enum AuditCommand {
         json: bool,
         /// Require every checkpoint to be signed by this Ed25519 public key (base64url as
         /// `audit key` prints it, base64 or hex); repeatable. Default: `[cdx.audit]
-        /// pinned_public_keys`.
-        #[arg(long = "public-key", value_name = "KEY")]
+        /// pinned_public_keys`. A base64url key may begin with `-`, so the value is taken
+        /// as it is.
+        #[arg(long = "public-key", value_name = "KEY", allow_hyphen_values = true)]
         public_keys: Vec<String>,
         /// Pin the keys of this file (one per line, e.g. the output of `audit key`);
         /// repeatable.
@@ -316,5 +317,32 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_key_beginning_with_a_hyphen_is_a_value_not_a_flag() {
+        let cli = Cli::try_parse_from([
+            "metatron",
+            "audit",
+            "verify",
+            "--public-key",
+            "-Uq3dsNWNmi0LsaYvSq1HGrCPlz1MOZsCTI1WAcU1Cs",
+        ])
+        .expect("parsed");
+        let Command::Audit {
+            command: AuditCommand::Verify { public_keys, .. },
+        } = cli.command
+        else {
+            panic!("not `audit verify`");
+        };
+        assert_eq!(
+            public_keys,
+            vec!["-Uq3dsNWNmi0LsaYvSq1HGrCPlz1MOZsCTI1WAcU1Cs".to_string()]
+        );
     }
 }
