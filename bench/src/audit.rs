@@ -145,7 +145,7 @@ pub fn append(args: &AppendArgs) -> anyhow::Result<Value> {
         reference.close().await;
 
         let app = open_app(&args.data_dir, EventSettings::default()).await?;
-        let consumer = app.cdx.audit_consumer();
+        let consumer = app.cdx.consumer();
         let mut chained = Duration::ZERO;
         let mut left = args.entries;
         while left > 0 {

@@ -254,9 +254,10 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
     let _ = writeln!(
         s,
         "- Audit append: `metatron-bench audit-append` hands events (4 types, 20 tenants, 50 \
-         users) to CDX's audit consumer (`Cdx::audit_consumer().handle_batch`, the path of every \
-         event: duplicate check, hash chain, multi-row `INSERT`s, a signed checkpoint every \
-         1,000 entries, one transaction per batch) on a new data dir; only the appends are \
+         users) to CDX's consumer (`Cdx::consumer().handle_batch`, the path of every event: \
+         duplicate check, hash chain, multi-row `INSERT`s, a signed checkpoint every 1,000 \
+         entries, the aggregates moved, one transaction per batch) on a new data dir; only \
+         the appends are \
          timed. Reference: the same number of rows as plain `INSERT`s of 40 rows into \
          `audit_log` of another new CDX database, one transaction per batch, no hashing."
     );

@@ -2,17 +2,17 @@
 //! never reads another service's database): users (total, active), logins in the last 24 h,
 //! customers, companies, open deals and their value per currency, and activity per day.
 //!
-//! The [`Aggregates`] consumer applies each event exactly once in effect: the dedup row
-//! (`processed_events`) is written in the same transaction as the counters it moves.
+//! CDX's consumer ([`crate::audit::CdxConsumer`]) applies each event exactly once in effect:
+//! the counters move in the same transaction that appends the event's audit entry, and an
+//! event whose entry is there already is skipped.
 //! [`rebuild`] checks and repairs them against the facts each service computes from its own
 //! data ([`platform::facts`]); the activity per day is history, kept from the events only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use platform::db::Db;
-use platform::events::{claim, Event, EventHandler, HandlerError};
+
 use platform::ids::Timestamp;
 use platform::tenants::TenantStatus;
 use serde::Serialize;
@@ -32,11 +32,8 @@ pub const BILLING_SUBSCRIPTION_CHANGED: &str = "billing.subscription.changed";
 /// Analytics counted events of the tenant; `data`: `count` (integer, added).
 pub const ANALYTICS_EVENTS_COUNTED: &str = "analytics.events.counted";
 
-/// The consumer's name (its dedup key in `processed_events`).
-pub const CONSUMER: &str = "cdx.aggregates";
-
-/// Keeps the aggregates current from every service's events, and hands the summaries they
-/// change to the live feed.
+/// Announces what the aggregates became after CDX's consumer moved them: the new version to
+/// the overview, and the changed summaries to the live streams.
 #[derive(Debug, Clone)]
 pub(crate) struct Aggregates {
     db: Db,
@@ -47,13 +44,19 @@ pub(crate) struct Aggregates {
 }
 
 impl Aggregates {
-    /// The consumer writing into CDX's database `db` and announcing on `feed`.
+    /// Reading CDX's database `db` and announcing on `feed`.
     pub(crate) fn new(db: Db, feed: Feed) -> Self {
         Aggregates {
             db,
             feed,
             sent: Arc::default(),
         }
+    }
+
+    /// Tells the overview and the streams that events of `tenants` were applied.
+    pub(crate) async fn applied(&self, tenants: BTreeSet<String>) {
+        self.feed.aggregates_changed();
+        self.announce(tenants).await;
     }
 
     /// Publishes the summaries of `tenants` that differ from the last ones sent.
@@ -92,42 +95,6 @@ impl Aggregates {
             }
         }
         self.feed.publish_summaries(changed);
-    }
-}
-
-#[async_trait]
-impl EventHandler for Aggregates {
-    fn name(&self) -> &'static str {
-        CONSUMER
-    }
-
-    fn wants(&self, _event_type: &str) -> bool {
-        // Every event counts towards the activity per day.
-        true
-    }
-
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        self.handle_batch(&[event]).await
-    }
-
-    async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
-        let mut tx = self.db.begin().await?;
-        let fresh = claim(&self.db, &mut tx, CONSUMER, events).await?;
-        if fresh.is_empty() {
-            tx.rollback().await?;
-            return Ok(());
-        }
-        store::apply_events(&mut tx, self.db.backend(), &fresh).await?;
-        tx.commit().await?;
-        self.feed.aggregates_changed();
-        self.announce(
-            fresh
-                .iter()
-                .filter_map(|event| event.tenant_id.clone())
-                .collect(),
-        )
-        .await;
-        Ok(())
     }
 }
 

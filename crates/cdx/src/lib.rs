@@ -236,7 +236,7 @@ impl Cdx {
     }
 
     /// The same CDX with these audit trail settings (call while wiring, before
-    /// [`Cdx::audit_consumer`]).
+    /// [`Cdx::consumer`]).
     pub fn with_audit(self, audit: AuditSettings) -> Self {
         self.rebuilt(audit, self.0.max_verify_wait)
     }
@@ -287,23 +287,15 @@ impl Cdx {
         api::internal::router(self.clone(), identity)
     }
 
-    /// The consumer that turns every event of every service into an audit log entry;
-    /// subscribe it to the bus. Like the aggregates consumer it records no events, so it
-    /// needs no [`Outbox::waking_after`] (and stays off the relay on every event's path).
-    pub fn audit_consumer(&self) -> Arc<dyn EventHandler> {
+    /// CDX's consumer: turns every event of every service into an audit log entry and
+    /// keeps the aggregates (tenant summaries, platform overview) from them; subscribe it
+    /// to the bus. It records no events, so it needs no [`Outbox::waking_after`] (and stays
+    /// off the relay on every event's path).
+    pub fn consumer(&self) -> Arc<dyn EventHandler> {
         let every = i64::try_from(self.0.audit.checkpoint_every).unwrap_or(i64::MAX);
-        Arc::new(audit::AuditConsumer::new(
+        Arc::new(audit::CdxConsumer::new(
             self.0.db.clone(),
             every,
-            self.0.feed.clone(),
-        ))
-    }
-
-    /// The consumer that keeps the aggregates (tenant summaries, platform overview) from
-    /// every service's events; subscribe it to the bus.
-    pub fn aggregates_consumer(&self) -> Arc<dyn EventHandler> {
-        Arc::new(aggregates::Aggregates::new(
-            self.0.db.clone(),
             self.0.feed.clone(),
         ))
     }

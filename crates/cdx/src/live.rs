@@ -1,8 +1,8 @@
 //! The live feed of committed audit entries and changed tenant summaries: a bounded
-//! broadcast channel that the audit and aggregates consumers fill after each transaction
+//! broadcast channel that CDX's consumer fills after each transaction
 //! commits, and that the SSE streams (`/api/cdx/stream`, `/api/cdx/tenant-stream`) read.
 //!
-//! One message per committed audit batch, entries in `seq` order; the audit consumer
+//! One message per committed audit batch, entries in `seq` order; CDX's consumer
 //! publishes under a lock held from before its transaction until after the send, so those
 //! messages arrive in commit (and therefore `seq`) order. Summaries carry no position: they
 //! are the current state of a tenant's aggregates, not entries of the trail. Sending never waits: a receiver that falls more than the
@@ -111,7 +111,7 @@ impl Feed {
         }
     }
 
-    /// Records that a transaction of the aggregates consumer committed.
+    /// Records that a transaction of CDX's consumer moved the aggregates.
     pub(crate) fn aggregates_changed(&self) {
         self.aggregates.fetch_add(1, Ordering::Release);
     }

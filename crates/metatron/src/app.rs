@@ -142,8 +142,7 @@ impl App {
             (auth::SERVICE.name.to_string(), Arc::new(auth.clone())),
             (crm::SERVICE.name.to_string(), Arc::new(crm.clone())),
         ]);
-        bus.subscribe(cdx.audit_consumer());
-        bus.subscribe(cdx.aggregates_consumer());
+        bus.subscribe(cdx.consumer());
         bus.subscribe(Arc::new(TenantReplica::new(cdx_db.clone())));
         for consumer in auth.consumers().into_iter().chain(crm.consumers()) {
             bus.subscribe(consumer);

@@ -144,8 +144,7 @@ impl Node {
                     ));
                 }
                 cdx.set_exporters(exporters);
-                consumers.push(cdx.audit_consumer());
-                consumers.push(cdx.aggregates_consumer());
+                consumers.push(cdx.consumer());
                 consumers.push(Arc::new(tenants.clone()));
                 (Part::Cdx(cdx), &["cdx", "auth", "crm"])
             }

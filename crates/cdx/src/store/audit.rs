@@ -288,20 +288,30 @@ pub async fn prune_audit(db: &Db, before: Timestamp) -> Result<Option<Pruned>, s
     }))
 }
 
-/// Appends audit entries for `events` to the chain in one transaction: events already
-/// recorded (same id) are skipped, so redelivery neither adds an entry nor advances the
-/// chain; a checkpoint is signed once `checkpoint_every` entries have been appended since
-/// the last one. Returns the appended entries (as the audit list shows them), in order.
-pub async fn insert_audit(
+/// What [`append_audit`] appended.
+#[derive(Debug)]
+pub struct Appended<'e> {
+    /// The events recorded for the first time, in order: the ones whose effects the caller
+    /// applies in the same transaction.
+    pub events: Vec<&'e Event>,
+    /// Their entries, as the audit list shows them.
+    pub entries: Vec<AuditEntry>,
+}
+
+/// Appends audit entries for `events` to the chain in the transaction `conn` of `db` (the
+/// caller commits): events already recorded (same id) are skipped, so redelivery neither
+/// adds an entry nor advances the chain; a checkpoint is signed once `checkpoint_every`
+/// entries have been appended since the last one.
+pub async fn append_audit<'e>(
     db: &Db,
-    events: &[&Event],
+    conn: &mut AnyConnection,
+    events: &[&'e Event],
     checkpoint_every: i64,
-) -> Result<Vec<AuditEntry>, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let mut head = lock_head(&mut tx).await?;
+) -> Result<Appended<'e>, sqlx::Error> {
+    let mut head = lock_head(conn).await?;
     let mut changed_head = false;
     if head.backfilled == 0 {
-        backfill(&mut tx, &mut head).await?;
+        backfill(conn, &mut head).await?;
         changed_head = true;
     }
     // Skip what is recorded already, and repeats within the batch.
@@ -315,14 +325,14 @@ pub async fn insert_audit(
         for event in chunk {
             q = q.bind(&event.id);
         }
-        for row in q.fetch_all(&mut *tx).await? {
+        for row in q.fetch_all(&mut *conn).await? {
             let id: String = row.try_get("id")?;
             if let Some(event) = chunk.iter().find(|e| e.id == id) {
                 seen.insert(event.id.as_str());
             }
         }
     }
-    let mut fresh: Vec<(&Event, EntryFields, String, String)> = Vec::new();
+    let mut fresh: Vec<(&'e Event, EntryFields, String, String)> = Vec::new();
     for event in events {
         if !seen.insert(event.id.as_str()) {
             continue;
@@ -373,21 +383,19 @@ pub async fn insert_audit(
                 .bind(prev)
                 .bind(hash);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut *conn).await?;
     }
     if !fresh.is_empty() {
         changed_head = true;
         if head.seq - head.checkpoint_seq >= checkpoint_every.max(1) {
-            write_checkpoint(&mut tx, &mut head, Timestamp::now().millis()).await?;
+            write_checkpoint(conn, &mut head, Timestamp::now().millis()).await?;
         }
     }
     if changed_head {
-        store_head(&mut tx, &head).await?;
-        tx.commit().await?;
-    } else {
-        tx.rollback().await?;
+        store_head(conn, &head).await?;
     }
-    Ok(fresh
+    let appended = fresh.iter().map(|(event, ..)| *event).collect();
+    let entries = fresh
         .into_iter()
         .map(|(event, f, prev, hash)| AuditEntry {
             id: f.id,
@@ -408,7 +416,11 @@ pub async fn insert_audit(
             prev_hash: Some(prev),
             hash: Some(hash),
         })
-        .collect())
+        .collect();
+    Ok(Appended {
+        events: appended,
+        entries,
+    })
 }
 
 /// Chained entries after position `after`, in order: fields, `prev_hash`, `hash`.

@@ -174,7 +174,7 @@ async fn checkpoints_are_signed_every_n_entries_and_verified() {
             checkpoint_interval_secs: 60,
             ..Default::default()
         })
-        .audit_consumer();
+        .consumer();
     for _ in 0..7 {
         let e = event(None, "auth.user.updated", "u");
         consumer.handle(&e).await.expect("append");
@@ -250,7 +250,7 @@ async fn rows_from_before_the_chain_are_chained_once() {
     let cdx = cdx::Cdx::new(db.clone(), outbox, auth, crate::common::cheap_hashing(1024));
     assert_eq!(cdx.prepare_audit_chain().await.expect("backfill"), 3);
     assert_eq!(cdx.prepare_audit_chain().await.expect("once"), 0);
-    cdx.audit_consumer()
+    cdx.consumer()
         .handle(&event(None, "auth.user.updated", "u"))
         .await
         .expect("append");
@@ -403,7 +403,7 @@ async fn concurrent_writers_append_one_after_the_other() {
     app.delivered().await;
     let mut tasks = Vec::new();
     for w in 0..6 {
-        let consumer = app.cdx.audit_consumer();
+        let consumer = app.cdx.consumer();
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
                 let events: Vec<Event> = (0..3)
@@ -463,7 +463,7 @@ async fn pruning_keeps_the_chain_verifiable_from_its_signed_anchor() {
             checkpoint_every: 3,
             ..Default::default()
         })
-        .audit_consumer();
+        .consumer();
     // After the admin's entry (1): entries 2..=8 from 40 days ago, 9..=11 from now;
     // checkpoints at 3, 6 and 9.
     let old = platform::ids::Timestamp::now().plus_secs(-40 * 86_400);

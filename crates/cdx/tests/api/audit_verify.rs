@@ -19,7 +19,7 @@ async fn post(app: &App, path: &str) -> Reply {
 
 /// Appends `n` platform events to the chain, in batches as the relay hands them over.
 async fn append(app: &App, n: usize) {
-    let consumer = app.cdx.audit_consumer();
+    let consumer = app.cdx.consumer();
     let events: Vec<Event> = (0..n)
         .map(|i| {
             Event::new(

@@ -82,7 +82,7 @@ pub async fn spawn_app_with(http: HttpSettings, audit: cdx::AuditSettings) -> Ap
     let cdx = Cdx::new(db.clone(), outbox.clone(), auth, cheap_hashing(1024))
         .with_audit(audit)
         .with_request_timeout(http.request_timeout());
-    bus.subscribe(cdx.audit_consumer());
+    bus.subscribe(cdx.consumer());
     bus.subscribe(Arc::new(replica.clone()));
     let relay = outbox.spawn_relay(Duration::from_millis(100));
 

@@ -1,6 +1,6 @@
 //! CDX over real HTTP on a fresh database per test (SQLite by default, PostgreSQL with
 //! `TEST_BACKEND=postgres`), wired the way the binary wires it: outbox and relay to an
-//! in-process bus carrying the audit consumer and the tenant replica.
+//! in-process bus carrying CDX's consumer (audit and aggregates) and the tenant replica.
 
 mod access;
 mod admins;

@@ -47,7 +47,7 @@ async fn apply(agg: &Arc<dyn EventHandler>, n: i64, make: impl Fn() -> Event) {
 async fn populate(app: &App) -> Vec<String> {
     let client = app.client("Acme").await;
     let client_id = client["id"].as_str().expect("id");
-    let agg = app.cdx.aggregates_consumer();
+    let agg = app.cdx.consumer();
     let mut tenants = Vec::new();
     for i in 0..9_i64 {
         let t = app.tenant(&format!("t{i}"), client_id).await;
@@ -218,7 +218,7 @@ async fn logins_leave_the_24_hour_count_as_they_turn_a_day_old() {
     let client = app.client("Acme").await;
     let tenant = app.tenant("acme", client["id"].as_str().expect("id")).await;
     let tenant = tenant["id"].as_str().expect("id").to_string();
-    let agg = app.cdx.aggregates_consumer();
+    let agg = app.cdx.consumer();
     let login_at = |ago_ms: i64| {
         let mut login = event(
             "auth.login.succeeded",

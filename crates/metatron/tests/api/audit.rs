@@ -164,7 +164,7 @@ async fn pruned_audit_trail_still_verifies_and_still_shows_tampering() {
     let app = TestApp::spawn().await;
     let root = app.token(SUPERADMIN).await;
     app.app().flush_events().await.expect("events delivered");
-    let consumer = app.app().cdx.audit_consumer();
+    let consumer = app.app().cdx.consumer();
     let old = platform::ids::Timestamp::now().plus_secs(-40 * 86_400);
     for i in 0..5 {
         let mut event = platform::events::Event::new(
