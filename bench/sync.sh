@@ -120,7 +120,7 @@ rm -rf "$TENANTS_DIR"
 
 # --- 3. the audit chain: append, then verify ----------------------------------------------
 wait_quiet "audit append"
-log "audit append: $AUDIT_ENTRIES entries through the audit consumer, and as plain inserts"
+log "audit append: $AUDIT_ENTRIES entries through CDX's consumer, and as plain inserts"
 "$HELPER" audit-append --entries "$AUDIT_ENTRIES" --data-dir "$SYNC_DIR/audit" \
   --reference-dir "$SYNC_DIR/audit-reference" >"$RESULTS/sync-audit-append.json" ||
   die "audit-append failed"

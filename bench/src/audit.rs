@@ -114,7 +114,7 @@ async fn insert_plain(db: &platform::db::Db, batch: &[Event], seq: &mut i64) -> 
     Ok(())
 }
 
-/// `metatron-bench audit-append`: appends `entries` through the audit consumer, in batches,
+/// `metatron-bench audit-append`: appends `entries` through CDX's consumer, in batches,
 /// after the same number of plain inserts on another database; times only the writes.
 pub fn append(args: &AppendArgs) -> anyhow::Result<Value> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");

@@ -160,7 +160,7 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
     let entries = field(&append, "/entries")?;
     rows.push(Row {
         name: format!(
-            "Audit append, {} entries through the audit consumer ({} per batch)",
+            "Audit append, {} entries through CDX's consumer, audit and aggregates ({} per batch)",
             count(entries),
             count(field(&append, "/batch")?)
         ),
