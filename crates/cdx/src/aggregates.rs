@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use platform::db::Db;
-
 use platform::ids::Timestamp;
 use platform::tenants::TenantStatus;
 use serde::Serialize;

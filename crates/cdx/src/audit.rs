@@ -55,28 +55,25 @@ impl EventHandler for CdxConsumer {
     }
 
     async fn handle_batch(&self, events: &[&Event]) -> Result<(), HandlerError> {
-        let applied: Option<BTreeSet<String>> = {
-            // Held across the commit and the send, so the feed carries entries in seq order.
-            let _order = self.feed.lock().await;
-            let mut tx = self.db.begin().await?;
-            let appended =
-                store::append_audit(&self.db, &mut tx, events, self.checkpoint_every).await?;
-            if !appended.events.is_empty() {
-                store::apply_events(&mut tx, self.db.backend(), &appended.events).await?;
-            }
+        // Held across the commit and the send, so the feed carries entries in seq order.
+        let order = self.feed.lock().await;
+        let mut tx = self.db.begin().await?;
+        let appended =
+            store::append_audit(&self.db, &mut tx, events, self.checkpoint_every).await?;
+        if appended.events.is_empty() {
             tx.commit().await?;
-            self.feed.publish(&appended.entries);
-            (!appended.events.is_empty()).then(|| {
-                appended
-                    .events
-                    .iter()
-                    .filter_map(|event| event.tenant_id.clone())
-                    .collect()
-            })
-        };
-        if let Some(tenants) = applied {
-            self.aggregates.applied(tenants).await;
+            return Ok(());
         }
+        store::apply_events(&mut tx, self.db.backend(), &appended.events).await?;
+        tx.commit().await?;
+        self.feed.publish(&appended.entries);
+        drop(order);
+        let tenants: BTreeSet<String> = appended
+            .events
+            .iter()
+            .filter_map(|event| event.tenant_id.clone())
+            .collect();
+        self.aggregates.applied(tenants).await;
         Ok(())
     }
 }
