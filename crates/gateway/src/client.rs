@@ -34,16 +34,17 @@ use crate::upstream::Upstream;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections one thread keeps to one upstream; more are closed when returned.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
-/// Largest response head accepted from an upstream.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest head parsed here: an upstream's answer (or a client's request, see
+/// [`crate::h1`]) is smaller. Offsets into it fit in 16 bits ([`FieldSpans`]).
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in an upstream's response head.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) or trailer line of a chunked body.
 const MAX_LINE_BYTES: usize = 4 * 1024;
 /// Room made in the read buffer before each read from an upstream.
 const READ_SIZE: usize = 16 * 1024;
 /// A request body's first chunk up to this size goes out in one write with the head.
-const INLINE_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const INLINE_BODY_BYTES: usize = 16 * 1024;
 
 /// One connection to an upstream.
 pub(crate) struct Connection {
@@ -131,10 +132,10 @@ pub(crate) async fn send(
         Err(e) => return Err(Error::Connect(e, Box::new(request))),
     };
     let (parts, mut body) = request.into_parts();
-    let framing = RequestFraming::of(&parts, &body);
+    let framing = BodyFraming::of(&parts, &body);
     // Gives the request back when it had no body: nothing of it is lost, it may go again.
     let failed = |failure, parts: http::request::Parts, body| {
-        let unsent = (framing == RequestFraming::None)
+        let unsent = (framing == BodyFraming::None)
             .then(|| Box::new(http::Request::from_parts(parts, body)));
         Error::Exchange(failure, unsent)
     };
@@ -143,7 +144,7 @@ pub(crate) async fn send(
     // A small first chunk that is already there (a JSON document, typically) goes out in
     // the same write as the head.
     let mut pending = None;
-    let mut body_done = framing == RequestFraming::None;
+    let mut body_done = framing == BodyFraming::None;
     if !body_done {
         match body.frame().now_or_never() {
             Some(Some(Ok(frame))) => {
@@ -211,30 +212,31 @@ async fn open(upstream: &Arc<Upstream>, timeout: Duration) -> std::io::Result<(C
     }
 }
 
-/// How a request's body is framed on the way upstream.
+/// How a message body is framed on the wire: a request's on the way upstream, an answer's
+/// on the way to the client ([`crate::h1`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RequestFraming {
+pub(crate) enum BodyFraming {
     /// No body.
     None,
-    /// `Content-Length` as the client declared it (hyper holds the body to it).
+    /// `Content-Length` as declared (a client's request body is held to it by hyper).
     Length,
     /// Chunked: a body of unknown length.
     Chunked,
 }
 
-impl RequestFraming {
-    fn of(parts: &http::request::Parts, body: &ProxyBody) -> RequestFraming {
+impl BodyFraming {
+    fn of(parts: &http::request::Parts, body: &ProxyBody) -> BodyFraming {
         let empty = http_body::Body::is_end_stream(body);
         if parts.headers.contains_key(header::CONTENT_LENGTH) {
             if empty {
-                RequestFraming::None
+                BodyFraming::None
             } else {
-                RequestFraming::Length
+                BodyFraming::Length
             }
         } else if empty {
-            RequestFraming::None
+            BodyFraming::None
         } else {
-            RequestFraming::Chunked
+            BodyFraming::Chunked
         }
     }
 }
@@ -245,7 +247,7 @@ fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
     host: &HeaderValue,
-    framing: RequestFraming,
+    framing: BodyFraming,
 ) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -268,10 +270,10 @@ fn encode_head(
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         // An empty body that declared a length keeps it (0); a method that carries a body
         // says so even when it is empty, as clients do.
-        RequestFraming::None
+        BodyFraming::None
             if !parts.headers.contains_key(header::CONTENT_LENGTH)
                 && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) =>
         {
@@ -283,11 +285,11 @@ fn encode_head(
 }
 
 /// Appends `data` as the body framing needs it.
-fn encode_chunk(out: &mut Vec<u8>, data: &[u8], framing: RequestFraming) {
+pub(crate) fn encode_chunk(out: &mut Vec<u8>, data: &[u8], framing: BodyFraming) {
     if data.is_empty() {
         return;
     }
-    if framing == RequestFraming::Chunked {
+    if framing == BodyFraming::Chunked {
         out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
@@ -297,8 +299,8 @@ fn encode_chunk(out: &mut Vec<u8>, data: &[u8], framing: RequestFraming) {
 }
 
 /// Appends the end of the body (the last chunk, when chunked).
-fn encode_end(out: &mut Vec<u8>, framing: RequestFraming) {
-    if framing == RequestFraming::Chunked {
+pub(crate) fn encode_end(out: &mut Vec<u8>, framing: BodyFraming) {
+    if framing == BodyFraming::Chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
 }
@@ -309,7 +311,7 @@ fn encode_end(out: &mut Vec<u8>, framing: RequestFraming) {
 async fn send_body(
     conn: &mut Connection,
     body: &mut ProxyBody,
-    framing: RequestFraming,
+    framing: BodyFraming,
     mut pending: Option<Bytes>,
 ) -> Result<bool, Failure> {
     let (reader, mut writer) = conn.io.split();
@@ -337,7 +339,7 @@ async fn send_body(
         let write = async {
             match data {
                 Some(data) => write_data(&mut writer, data, framing).await,
-                None if framing == RequestFraming::Chunked => writer.write_all(b"0\r\n\r\n").await,
+                None if framing == BodyFraming::Chunked => writer.write_all(b"0\r\n\r\n").await,
                 None => Ok(()),
             }
         };
@@ -357,15 +359,15 @@ async fn send_body(
 
 /// Writes `data` as `framing` needs it: as it is, or as one chunk (size line, data, CRLF)
 /// in one vectored write, without copying the data.
-async fn write_data(
-    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+pub(crate) async fn write_data(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
     mut data: Bytes,
-    framing: RequestFraming,
+    framing: BodyFraming,
 ) -> std::io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    if framing == RequestFraming::Chunked {
+    if framing == BodyFraming::Chunked {
         let size = Bytes::from(format!("{:x}\r\n", data.len()));
         writer
             .write_all_buf(&mut size.chain(data).chain(&b"\r\n"[..]))
@@ -432,6 +434,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
         &mut fields,
     );
     let len = match parsed {
+        Ok(httparse::Status::Complete(len)) if len >= MAX_HEAD_BYTES => {
+            return Err(Failure::Malformed("response head too large"))
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -447,38 +452,64 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Where each field sits in the head, so the values can be cut from it once it is taken
-    // out of the buffer.
-    let start = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = response.headers.len();
-    let offset = |bytes: &[u8]| (bytes.as_ptr() as usize - start) as u32;
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = field.name.as_bytes();
-        *span = (
-            offset(name),
-            name.len() as u32,
-            offset(field.value),
-            field.value.len() as u32,
-        );
-    }
+    let spans = FieldSpans::of(buf, response.headers);
     let head = buf.split_to(len).freeze();
     // Room for the request id the gateway adds, so adding it does not grow the map.
-    let mut headers = HeaderMap::with_capacity(count + 1);
-    for &(name, name_len, value, value_len) in &spans[..count] {
-        let (name, name_len) = (name as usize, name_len as usize);
-        let (value, value_len) = (value as usize, value_len as usize);
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
-            .map_err(|_| Failure::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-            .map_err(|_| Failure::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let headers = spans.header_map(&head, 1).map_err(Failure::Malformed)?;
     Ok(Some(Head {
         status,
         version,
         headers,
     }))
+}
+
+/// Where each field of a head parsed from a buffer sits in it, so that once the head is
+/// taken out of the buffer the names and values can be cut from it (values share its
+/// memory: no copy).
+pub(crate) struct FieldSpans {
+    /// Name offset and length, value offset and length (a head is at most
+    /// [`MAX_HEAD_BYTES`], so 16 bits hold them: half the bytes to clear and to move).
+    spans: [(u16, u16, u16, u16); MAX_HEADERS],
+    count: usize,
+}
+
+impl FieldSpans {
+    /// The spans of `fields`, parsed from `buf` (whose first [`MAX_HEAD_BYTES`] hold them).
+    #[inline(always)]
+    pub(crate) fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> FieldSpans {
+        let start = buf.as_ptr() as usize;
+        let offset = |bytes: &[u8]| (bytes.as_ptr() as usize - start) as u16;
+        let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+        for (span, field) in spans.iter_mut().zip(fields) {
+            let name = field.name.as_bytes();
+            *span = (
+                offset(name),
+                name.len() as u16,
+                offset(field.value),
+                field.value.len() as u16,
+            );
+        }
+        FieldSpans {
+            spans,
+            count: fields.len().min(MAX_HEADERS),
+        }
+    }
+
+    /// The fields as a map, cut from `head` (the bytes they were parsed from, starting
+    /// where the parsed buffer started), with room for `spare` more.
+    pub(crate) fn header_map(&self, head: &Bytes, spare: usize) -> Result<HeaderMap, &'static str> {
+        let mut headers = HeaderMap::with_capacity(self.count + spare);
+        for &(name, name_len, value, value_len) in &self.spans[..self.count] {
+            let (name, name_len) = (name as usize, name_len as usize);
+            let (value, value_len) = (value as usize, value_len as usize);
+            let name = HeaderName::from_bytes(&head[name..name + name_len])
+                .map_err(|_| "invalid header name")?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+                .map_err(|_| "invalid header value")?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 /// How an upstream's response body ends (RFC 9112 §6.3).
@@ -1148,24 +1179,20 @@ mod tests {
             head(
                 Method::GET,
                 &[("host", "outside"), ("accept", "*/*")],
-                RequestFraming::None
+                BodyFraming::None
             ),
             "GET /api/x?y=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\naccept: */*\r\n\r\n"
         );
-        assert!(
-            head(Method::POST, &[], RequestFraming::None).ends_with("content-length: 0\r\n\r\n")
-        );
-        assert!(head(Method::POST, &[], RequestFraming::Chunked)
+        assert!(head(Method::POST, &[], BodyFraming::None).ends_with("content-length: 0\r\n\r\n"));
+        assert!(head(Method::POST, &[], BodyFraming::Chunked)
             .ends_with("transfer-encoding: chunked\r\n\r\n"));
-        assert!(head(
-            Method::PUT,
-            &[("content-length", "3")],
-            RequestFraming::Length
-        )
-        .ends_with("content-length: 3\r\n\r\n"));
+        assert!(
+            head(Method::PUT, &[("content-length", "3")], BodyFraming::Length)
+                .ends_with("content-length: 3\r\n\r\n")
+        );
         let mut chunk = Vec::new();
-        encode_chunk(&mut chunk, b"hello", RequestFraming::Chunked);
-        encode_end(&mut chunk, RequestFraming::Chunked);
+        encode_chunk(&mut chunk, b"hello", BodyFraming::Chunked);
+        encode_end(&mut chunk, BodyFraming::Chunked);
         assert_eq!(chunk, b"5\r\nhello\r\n0\r\n\r\n");
     }
 }

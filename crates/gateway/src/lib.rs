@@ -12,6 +12,7 @@
 
 mod client;
 pub mod config;
+mod h1;
 mod jwks;
 mod proxy;
 mod serve;
@@ -40,8 +41,7 @@ use platform::limit::Limiter;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = platform::http::REQUEST_ID;
-/// The same as a parsed name (a string is parsed again on every use).
-const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
+use platform::http::REQUEST_ID_HEADER;
 
 /// The upstream that served a request, recorded on the response for the access log.
 #[derive(Debug, Clone)]
@@ -228,13 +228,9 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 header::IF_MATCH,
                 HeaderName::from_static("x-tenant"),
-                HeaderName::from_static(REQUEST_ID),
+                REQUEST_ID_HEADER,
             ])
-            .expose_headers([
-                header::ETAG,
-                header::RETRY_AFTER,
-                HeaderName::from_static(REQUEST_ID),
-            ])
+            .expose_headers([header::ETAG, header::RETRY_AFTER, REQUEST_ID_HEADER])
             .max_age(Duration::from_secs(600)),
     )
 }
@@ -273,9 +269,6 @@ impl Front {
         peer: Option<SocketAddr>,
     ) -> Result<Response, std::convert::Infallible> {
         let id = platform::http::request_id(req.headers());
-        // Room for what the edge and the proxy add (request id, `x-forwarded-*`) in one
-        // growth of the map instead of one per field.
-        req.headers_mut().reserve(4);
         req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
         // What the access line needs is copied only when the line is written (benchmarks
         // and busy deployments run at `warn`).

@@ -132,8 +132,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     // Most messages have none: one pass over the few headers there are is cheaper than
-    // looking each name up.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // looking each name up, and a name's length rules out nearly every other field.
+    let hop_by_hop = |name: &HeaderName| {
+        matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) && HOP_BY_HOP.contains(name)
+    };
+    if headers.keys().any(hop_by_hop) {
         for name in &HOP_BY_HOP {
             headers.remove(name);
         }
@@ -200,7 +203,9 @@ fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
 /// The service named by `/api/<service>/...`.
 fn service_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/api/")?;
-    let service = rest.find('/').map_or(rest, |end| &rest[..end]);
+    // A byte search: `str::find` with a char pattern costs a hundred instructions here.
+    let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+    let service = &rest[..end];
     (!service.is_empty()).then_some(service)
 }
 
@@ -438,9 +443,10 @@ async fn exchange(
                 } else {
                     upstream.success();
                 }
+                // The upstream's own request id, if any, gives way to the gateway's (the
+                // front door sets it on every answer).
                 let (mut parts, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts.headers.remove(&crate::REQUEST_ID_HEADER);
                 parts.version = Version::HTTP_11;
                 parts.extensions = http::Extensions::new();
                 return Ok((Response::from_parts(parts, Body::new(incoming)), upstream));

@@ -1,6 +1,6 @@
 //! Serving the gateway's connections: one event loop per CPU core, each accepting from the
-//! shared listener and handing its connections straight to hyper with the gateway's
-//! [`Front`] as the service. A connection, the upstream connections its requests use
+//! shared listener and serving its connections ([`crate::h1`]) with the gateway's [`Front`]
+//! as the service. A connection, the upstream connections its requests use
 //! ([`crate::client`]) and every task involved stay on one thread, as in nginx's
 //! process-per-core model: no request hops threads, and there is no router between the
 //! connection and the proxy.
@@ -8,14 +8,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::body::Body;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::Front;
+use crate::{h1, Front};
 
 /// Serves `front` on `listener` with `threads` event loops (single-threaded runtimes on
 /// threads of their own; with one thread, on the caller's runtime) until `shutdown`
@@ -89,19 +84,18 @@ async fn keep_a_timer_due_soon() {
     }
 }
 
-/// Accepts connections on this event loop until `stop`, serving each (HTTP/1.1, or HTTP/2
-/// when it opens with the HTTP/2 preface: h2c with prior knowledge) in a task of its own;
-/// then closes the listener and waits until every connection has finished its in-flight
-/// requests (each is told to close once they are done).
+/// Accepts connections on this event loop until `stop`, serving each in a task of its own
+/// ([`h1::serve`]: HTTP/1.1, or HTTP/2 when it opens with the HTTP/2 preface: h2c with prior
+/// knowledge); then closes the listener and waits until every connection has finished its
+/// in-flight requests (each is told to close once they are done).
 async fn serve_loop(
     listener: TcpListener,
     front: Front,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // WebSockets over HTTP/2 (RFC 8441) need the extended CONNECT method.
-    builder.http2().enable_connect_protocol();
-    let graceful = GracefulShutdown::new();
+    let hyper = h1::hyper();
+    // Every connection holds a receiver: once told to stop, the sender waits for them all.
+    let (stopping, connections) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -120,22 +114,18 @@ async fn serve_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let front = front.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            front.clone().serve(req.map(Body::new), Some(peer))
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
-        });
+        tokio::spawn(h1::serve(
+            tcp,
+            peer,
+            front.clone(),
+            hyper.clone(),
+            connections.clone(),
+        ));
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(connections);
+    let _ = stopping.send(true);
+    stopping.closed().await;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -24,6 +24,8 @@ use crate::token::Verifier;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+/// The same as a parsed name: a string is parsed (and hashed) again on every lookup.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// A JSON request body: requires `Content-Type: application/json`, answers malformed JSON
 /// with 400 and wrong or unknown fields with 422 (write types deny unknown fields), and
@@ -385,7 +387,7 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 /// The request's id: the incoming `x-request-id` when it is a sensible token (up to 128 of
 /// `[A-Za-z0-9-_.:]`), otherwise a new one.
 pub fn request_id(headers: &axum::http::HeaderMap) -> HeaderValue {
-    match headers.get(REQUEST_ID) {
+    match headers.get(REQUEST_ID_HEADER) {
         Some(v) if valid_request_id(v) => v.clone(),
         _ => new_request_id(),
     }
@@ -407,7 +409,7 @@ fn new_request_id() -> HeaderValue {
 
 async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
     let id = request_id(req.headers());
-    req.headers_mut().insert(REQUEST_ID, id.clone());
+    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!(
@@ -426,7 +428,7 @@ async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
             "request finished"
         )
     });
-    response.headers_mut().insert(REQUEST_ID, id);
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }
 

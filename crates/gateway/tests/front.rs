@@ -1,0 +1,204 @@
+//! The gateway's server side, spoken byte by byte as clients may: pipelined requests, a
+//! request with a body in the middle of a kept-alive connection (where hyper takes the
+//! connection over), HTTP/1.0, `Connection: close` and `HEAD`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One answer as read off the wire.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// Reads `n` answers (to `head` requests where `heads[i]`) from `stream`; bodies framed by
+/// `Content-Length` or chunked.
+async fn read_answers(stream: &mut TcpStream, heads: &[bool]) -> Vec<Answer> {
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    for &head_only in heads {
+        loop {
+            if let Some((answer, used)) = parse_answer(&buf, head_only) {
+                buf.drain(..used);
+                answers.push(answer);
+                break;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("an answer in time")
+                .expect("read");
+            assert!(n > 0, "the connection closed early; got {answers:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    assert!(buf.is_empty(), "nothing more than the answers");
+    answers
+}
+
+/// A complete answer at the start of `buf`, and its length in bytes.
+fn parse_answer(buf: &[u8], head_only: bool) -> Option<(Answer, usize)> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut fields);
+    let httparse::Status::Complete(head) = response.parse(buf).expect("a valid answer") else {
+        return None;
+    };
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let mut answer = Answer {
+        status: response.code.expect("status"),
+        headers,
+        body: Vec::new(),
+    };
+    if head_only {
+        return Some((answer, head));
+    }
+    if let Some(length) = answer.header("content-length") {
+        let length: usize = length.parse().expect("length");
+        let body = buf.get(head..head + length)?;
+        answer.body = body.to_vec();
+        return Some((answer, head + length));
+    }
+    assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
+    let mut at = head;
+    loop {
+        let line_end = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&buf[at..line_end]).ok()?, 16).ok()?;
+        let data = line_end + 2;
+        buf.get(data..data + size + 2)?;
+        answer.body.extend_from_slice(&buf[data..data + size]);
+        at = data + size + 2;
+        if size == 0 {
+            return Some((answer, at));
+        }
+    }
+}
+
+async fn connect(gw: &Running) -> TcpStream {
+    TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn pipelined_requests_and_a_body_midway_are_answered_in_order_on_one_connection() {
+    let (a, state) = upstream("a").await;
+    let gw = gateway(config(&[("a", vec![url(a)])])).await;
+    let mut stream = connect(&gw).await;
+    // Two GETs in one write, then a POST with a body (hyper's from here on), then a GET.
+    stream
+        .write_all(
+            b"GET /api/a/one HTTP/1.1\r\nhost: t\r\nx-request-id: first-1\r\n\r\n\
+              GET /api/a/two?q=2 HTTP/1.1\r\nhost: t\r\n\r\n\
+              POST /api/a/count HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello\
+              GET /api/a/four HTTP/1.1\r\nhost: t\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let answers = read_answers(&mut stream, &[false; 4]).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(answers[0].json()["uri"], "/api/a/one");
+    assert_eq!(answers[0].header("x-request-id"), Some("first-1"));
+    assert_eq!(answers[0].json()["headers"]["x-forwarded-host"], "t");
+    assert!(answers[0].header("date").is_some());
+    // Hop-by-hop fields of the upstream's answer stay behind.
+    assert_eq!(answers[0].header("proxy-authenticate"), None);
+    assert_eq!(answers[1].json()["uri"], "/api/a/two?q=2");
+    assert_eq!(answers[2].json()["bytes"], 5);
+    assert_eq!(answers[3].json()["uri"], "/api/a/four");
+    let ids: std::collections::HashSet<_> = answers
+        .iter()
+        .filter_map(|a| a.header("x-request-id"))
+        .collect();
+    assert_eq!(ids.len(), 4, "every answer has its own request id");
+    assert_eq!(state.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn head_close_and_http10_requests_are_answered_as_asked() {
+    let (a, _) = upstream("a").await;
+    let gw = gateway(config(&[("a", vec![url(a)])])).await;
+
+    // HEAD: the head of the GET's answer, no body; the connection stays usable.
+    let mut stream = connect(&gw).await;
+    stream
+        .write_all(
+            b"HEAD /api/a/x HTTP/1.1\r\nhost: t\r\n\r\nGET /api/a/y HTTP/1.1\r\nhost: t\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let answers = read_answers(&mut stream, &[true, false]).await;
+    assert_eq!(answers[0].status, 200);
+    assert!(answers[0].body.is_empty());
+    assert_eq!(answers[1].json()["uri"], "/api/a/y");
+
+    // `Connection: close`: answered, then closed.
+    let mut stream = connect(&gw).await;
+    stream
+        .write_all(b"GET /api/a/x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answers = read_answers(&mut stream, &[false]).await;
+    assert_eq!(answers[0].header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed after the answer");
+
+    // HTTP/1.0 (hyper's): answered and closed.
+    let mut stream = connect(&gw).await;
+    stream
+        .write_all(b"GET /api/a/old HTTP/1.0\r\nhost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    let (answer, _) = parse_answer(&raw, false).expect("a whole answer");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["uri"], "/api/a/old");
+
+    // A head that is not HTTP at all gets hyper's 400, not a hang.
+    let mut stream = connect(&gw).await;
+    stream.write_all(b"NOT HTTP\r\n\r\n").await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+}
