@@ -512,6 +512,16 @@ impl FieldSpans {
     }
 }
 
+/// Whether `headers` carry `Connection: close` (an upstream's answer, or an answer the
+/// gateway writes to its client, [`crate::h1`]).
+pub(crate) fn connection_closes(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
 /// How an upstream's response body ends (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ResponseFraming {
@@ -588,14 +598,7 @@ fn answer(
     } else {
         response_framing(method, head.status, &head.headers)?
     };
-    let closes = head.version != Version::HTTP_11
-        || head
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("close"));
+    let closes = head.version != Version::HTTP_11 || connection_closes(&head.headers);
     let reusable = !closes && !answered_early && !switched && framing != ResponseFraming::Close;
     let state = match framing {
         ResponseFraming::Length(n) => State::Length(n),

@@ -26,7 +26,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -37,8 +37,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::client::{
-    encode_chunk, encode_end, write_data, BodyFraming, FieldSpans, INLINE_BODY_BYTES, MAX_HEADERS,
-    MAX_HEAD_BYTES,
+    connection_closes, encode_chunk, encode_end, write_data, BodyFraming, FieldSpans,
+    INLINE_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use crate::Front;
 
@@ -317,15 +317,6 @@ async fn respond(
         tcp.write_all(b"0\r\n\r\n").await?;
     }
     Ok(!close && declared.is_none_or(|_| remaining == 0))
-}
-
-/// Whether `headers` carry `Connection: close`.
-fn connection_closes(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// `n` in decimal, written at the end of `buf`.

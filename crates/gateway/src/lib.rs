@@ -37,11 +37,11 @@ pub use config::{Balance, Config, RateLimit};
 
 use crate::proxy::ProxyBody;
 use crate::upstream::{Budget, Pool};
+use platform::http::REQUEST_ID_HEADER;
 use platform::limit::Limiter;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = platform::http::REQUEST_ID;
-use platform::http::REQUEST_ID_HEADER;
 
 /// The upstream that served a request, recorded on the response for the access log.
 #[derive(Debug, Clone)]

@@ -103,27 +103,38 @@ fn parse_answer(buf: &[u8], head_only: bool) -> Option<(Answer, usize)> {
     }
 }
 
-async fn connect(gw: &Running) -> TcpStream {
-    TcpStream::connect(gw.base.trim_start_matches("http://"))
+/// A new connection to `gw` on which `requests` were written.
+async fn send(gw: &Running, requests: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(gw.base.trim_start_matches("http://"))
         .await
-        .expect("connect")
+        .expect("connect");
+    stream.write_all(requests).await.expect("write");
+    stream
+}
+
+/// Everything `stream` still delivers until the gateway closes it (within 5 s).
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    raw
 }
 
 #[tokio::test]
 async fn pipelined_requests_and_a_body_midway_are_answered_in_order_on_one_connection() {
     let (a, state) = upstream("a").await;
     let gw = gateway(config(&[("a", vec![url(a)])])).await;
-    let mut stream = connect(&gw).await;
     // Two GETs in one write, then a POST with a body (hyper's from here on), then a GET.
-    stream
-        .write_all(
-            b"GET /api/a/one HTTP/1.1\r\nhost: t\r\nx-request-id: first-1\r\n\r\n\
-              GET /api/a/two?q=2 HTTP/1.1\r\nhost: t\r\n\r\n\
-              POST /api/a/count HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello\
-              GET /api/a/four HTTP/1.1\r\nhost: t\r\n\r\n",
-        )
-        .await
-        .expect("write");
+    let mut stream = send(
+        &gw,
+        b"GET /api/a/one HTTP/1.1\r\nhost: t\r\nx-request-id: first-1\r\n\r\n\
+          GET /api/a/two?q=2 HTTP/1.1\r\nhost: t\r\n\r\n\
+          POST /api/a/count HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello\
+          GET /api/a/four HTTP/1.1\r\nhost: t\r\n\r\n",
+    )
+    .await;
     let answers = read_answers(&mut stream, &[false; 4]).await;
     assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
     assert_eq!(answers[0].json()["uri"], "/api/a/one");
@@ -149,53 +160,38 @@ async fn head_close_and_http10_requests_are_answered_as_asked() {
     let gw = gateway(config(&[("a", vec![url(a)])])).await;
 
     // HEAD: the head of the GET's answer, no body; the connection stays usable.
-    let mut stream = connect(&gw).await;
-    stream
-        .write_all(
-            b"HEAD /api/a/x HTTP/1.1\r\nhost: t\r\n\r\nGET /api/a/y HTTP/1.1\r\nhost: t\r\n\r\n",
-        )
-        .await
-        .expect("write");
+    let mut stream = send(
+        &gw,
+        b"HEAD /api/a/x HTTP/1.1\r\nhost: t\r\n\r\nGET /api/a/y HTTP/1.1\r\nhost: t\r\n\r\n",
+    )
+    .await;
     let answers = read_answers(&mut stream, &[true, false]).await;
     assert_eq!(answers[0].status, 200);
     assert!(answers[0].body.is_empty());
     assert_eq!(answers[1].json()["uri"], "/api/a/y");
 
     // `Connection: close`: answered, then closed.
-    let mut stream = connect(&gw).await;
-    stream
-        .write_all(b"GET /api/a/x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    let mut stream = send(
+        &gw,
+        b"GET /api/a/x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     let answers = read_answers(&mut stream, &[false]).await;
     assert_eq!(answers[0].header("connection"), Some("close"));
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
-    assert!(matches!(read, Ok(Ok(0))), "closed after the answer");
+    assert!(
+        read_until_closed(&mut stream).await.is_empty(),
+        "closed after the answer"
+    );
 
     // HTTP/1.0 (hyper's): answered and closed.
-    let mut stream = connect(&gw).await;
-    stream
-        .write_all(b"GET /api/a/old HTTP/1.0\r\nhost: t\r\n\r\n")
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
-        .await
-        .expect("closed in time")
-        .expect("read");
+    let mut stream = send(&gw, b"GET /api/a/old HTTP/1.0\r\nhost: t\r\n\r\n").await;
+    let raw = read_until_closed(&mut stream).await;
     let (answer, _) = parse_answer(&raw, false).expect("a whole answer");
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["uri"], "/api/a/old");
 
     // A head that is not HTTP at all gets hyper's 400, not a hang.
-    let mut stream = connect(&gw).await;
-    stream.write_all(b"NOT HTTP\r\n\r\n").await.expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
-        .await
-        .expect("closed in time")
-        .expect("read");
+    let raw = read_until_closed(&mut send(&gw, b"NOT HTTP\r\n\r\n").await).await;
     assert!(
         raw.starts_with(b"HTTP/1.1 400"),
         "{}",
