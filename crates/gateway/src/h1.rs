@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -101,7 +101,7 @@ pub(crate) async fn serve(
         match respond(&mut tcp, &mut out, response, head_only, close).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
-                let _ = tcp.shutdown().await;
+                close_lingering(tcp);
                 return;
             }
         }
@@ -366,7 +366,13 @@ async fn hand_over(
         front.clone().serve(req.map(Body::new), Some(peer))
     });
     let connection = hyper
-        .serve_connection_with_upgrades(TokioIo::new(Replayed { read, io: tcp }), service)
+        .serve_connection_with_upgrades(
+            TokioIo::new(Replayed {
+                read,
+                io: Some(tcp),
+            }),
+            service,
+        )
         .into_owned();
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -386,10 +392,54 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// A connection whose first bytes were already read: they are read again first.
+/// How long a closed connection goes on reading (and discarding) what the client still
+/// sends after the last answer.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes `tcp` the way nginx's lingering close does, in a task of its own: sends FIN, then
+/// reads and discards until the client closes too or [`LINGER`] has passed.
+///
+/// Why: a socket closed with unread bytes in its receive buffer answers them with a reset,
+/// and a client still sending (an upload refused with 413 halfway, a pipelined request) then
+/// fails its write and never reads the answer that was already on its way.
+fn close_lingering(mut tcp: TcpStream) {
+    // Outside a runtime (a thread's teardown) the socket simply closes.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let _ = tcp.shutdown().await;
+        let mut discard = vec![0u8; 8 * 1024];
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(1..) = tcp.read(&mut discard).await {}
+        })
+        .await;
+    });
+}
+
+/// A connection whose first bytes were already read: they are read again first. Closes
+/// lingering ([`close_lingering`]) when dropped.
 struct Replayed {
     read: BytesMut,
-    io: TcpStream,
+    /// Always there until dropped.
+    io: Option<TcpStream>,
+}
+
+impl Replayed {
+    fn io(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        self.io
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl Drop for Replayed {
+    fn drop(&mut self) {
+        if let Some(tcp) = self.io.take() {
+            close_lingering(tcp);
+        }
+    }
 }
 
 impl AsyncRead for Replayed {
@@ -399,7 +449,7 @@ impl AsyncRead for Replayed {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.read.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, out);
+            return self.io()?.poll_read(cx, out);
         }
         let n = self.read.len().min(out.remaining());
         out.put_slice(&self.read[..n]);
@@ -414,7 +464,7 @@ impl AsyncWrite for Replayed {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, data)
+        self.io()?.poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -422,19 +472,19 @@ impl AsyncWrite for Replayed {
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, data)
+        self.io()?.poll_write_vectored(cx, data)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        self.io()?.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        self.io()?.poll_shutdown(cx)
     }
 }
 

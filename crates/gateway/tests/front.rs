@@ -1,6 +1,6 @@
 //! The gateway's server side, spoken byte by byte as clients may: pipelined requests, a
 //! request with a body in the middle of a kept-alive connection (where hyper takes the
-//! connection over), HTTP/1.0, `Connection: close` and `HEAD`.
+//! connection over), HTTP/1.0, `Connection: close`, `HEAD`, and an upload refused halfway.
 
 mod common;
 
@@ -197,4 +197,34 @@ async fn head_close_and_http10_requests_are_answered_as_asked() {
         "{}",
         String::from_utf8_lossy(&raw)
     );
+}
+
+#[tokio::test]
+async fn a_refused_upload_is_read_off_so_the_client_gets_its_answer() {
+    let (a, state) = upstream("a").await;
+    let mut cfg = config(&[("a", vec![url(a)])]);
+    cfg.max_body_bytes = 1024;
+    let gw = gateway(cfg).await;
+    // The gateway answers 413 at the head and closes; the client, unaware, sends the whole
+    // 4 MiB body first (far more than socket buffers hold). Closed without reading it off,
+    // the socket would reset: the write fails and the answer is lost.
+    let body = vec![b'x'; 4 * 1024 * 1024];
+    let mut stream = send(
+        &gw,
+        format!(
+            "POST /api/a/count HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), stream.write_all(&body))
+        .await
+        .expect("the body is taken in time")
+        .expect("the body is taken, not reset");
+    let raw = read_until_closed(&mut stream).await;
+    let (answer, _) = parse_answer(&raw, false).expect("a whole answer");
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.json()["error"]["code"], "body_too_large");
+    assert_eq!(state.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
