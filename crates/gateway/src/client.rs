@@ -274,8 +274,8 @@ fn encode_head(
         // An empty body that declared a length keeps it (0); a method that carries a body
         // says so even when it is empty, as clients do.
         BodyFraming::None
-            if !parts.headers.contains_key(header::CONTENT_LENGTH)
-                && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) =>
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+                && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
         {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
@@ -512,13 +512,12 @@ impl FieldSpans {
     }
 }
 
-/// Whether `headers` carry `Connection: close` (an upstream's answer, or an answer the
+/// Whether a `Connection` value says `close` (an upstream's answer, or an answer the
 /// gateway writes to its client, [`crate::h1`]).
-pub(crate) fn connection_closes(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+pub(crate) fn closes_connection(connection: &HeaderValue) -> bool {
+    connection
+        .as_bytes()
+        .split(|&b| b == b',')
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
@@ -533,55 +532,68 @@ enum ResponseFraming {
     Close,
 }
 
-/// The framing of a response to `method` with `status` and `headers`.
+/// The framing of a response to `method` with `status` and `headers`, and whether the
+/// upstream closes the connection after it: one pass over the fields.
 fn response_framing(
     method: &Method,
     status: StatusCode,
     headers: &HeaderMap,
-) -> Result<ResponseFraming, Failure> {
-    if method == Method::HEAD
+) -> Result<(ResponseFraming, bool), Failure> {
+    let mut closes = false;
+    let mut last_codings = None;
+    let mut length = Ok(None);
+    for (name, value) in headers {
+        if name == header::CONNECTION {
+            closes |= closes_connection(value);
+        } else if name == header::TRANSFER_ENCODING {
+            last_codings = Some(value);
+        } else if name == header::CONTENT_LENGTH {
+            length = length.and_then(|previous| content_length(value, previous));
+        }
+    }
+    let framing = if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok(ResponseFraming::Length(0));
-    }
-    if let Some(codings) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+        ResponseFraming::Length(0)
+    } else if let Some(codings) = last_codings {
         let last = codings
             .to_str()
             .ok()
             .and_then(|v| v.rsplit(',').next())
             .map(str::trim);
-        return Ok(match last {
+        match last {
             Some(coding) if coding.eq_ignore_ascii_case("chunked") => ResponseFraming::Chunked,
             _ => ResponseFraming::Close,
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value
-            .to_str()
-            .map_err(|_| Failure::Malformed("invalid content-length"))?
-            .split(',')
-        {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Failure::Malformed("invalid content-length"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| Failure::Malformed("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Failure::Malformed("conflicting content-length"));
-            }
-            length = Some(n);
         }
+    } else {
+        length?.map_or(ResponseFraming::Close, ResponseFraming::Length)
+    };
+    Ok((framing, closes))
+}
+
+/// The length a `Content-Length` value states, which must agree with the `previous` one.
+fn content_length(value: &HeaderValue, previous: Option<u64>) -> Result<Option<u64>, Failure> {
+    let mut length = previous;
+    for part in value
+        .to_str()
+        .map_err(|_| Failure::Malformed("invalid content-length"))?
+        .split(',')
+    {
+        let part = part.trim();
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Failure::Malformed("invalid content-length"));
+        }
+        let n: u64 = part
+            .parse()
+            .map_err(|_| Failure::Malformed("invalid content-length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Failure::Malformed("conflicting content-length"));
+        }
+        length = Some(n);
     }
-    Ok(length.map_or(ResponseFraming::Close, ResponseFraming::Length))
+    Ok(length)
 }
 
 /// The response to hand on: its head, and a body reading the rest from `conn`.
@@ -593,12 +605,9 @@ fn answer(
     answered_early: bool,
 ) -> Result<http::Response<UpstreamBody>, Failure> {
     let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
-    let framing = if switched {
-        ResponseFraming::Length(0)
-    } else {
-        response_framing(method, head.status, &head.headers)?
-    };
-    let closes = head.version != Version::HTTP_11 || connection_closes(&head.headers);
+    // (A 101 is informational: no body.)
+    let (framing, closes) = response_framing(method, head.status, &head.headers)?;
+    let closes = closes || head.version != Version::HTTP_11;
     let reusable = !closes && !answered_early && !switched && framing != ResponseFraming::Close;
     let state = match framing {
         ResponseFraming::Length(n) => State::Length(n),
@@ -1112,8 +1121,9 @@ mod tests {
             map
         };
         let ok = StatusCode::OK;
-        let framing =
-            |method: Method, status, fields| response_framing(&method, status, &headers(fields));
+        let framing = |method: Method, status, fields| {
+            response_framing(&method, status, &headers(fields)).map(|(framing, _)| framing)
+        };
         assert_eq!(
             framing(Method::HEAD, ok, &[("content-length", "9")]).expect("ok"),
             ResponseFraming::Length(0)
@@ -1154,6 +1164,16 @@ mod tests {
             framing(Method::GET, ok, &[]).expect("ok"),
             ResponseFraming::Close
         );
+        let closes = |fields| {
+            response_framing(&Method::GET, ok, &headers(fields))
+                .expect("ok")
+                .1
+        };
+        assert!(closes(&[("connection", "keep-alive, Close")]));
+        assert!(!closes(&[
+            ("connection", "keep-alive"),
+            ("content-length", "1")
+        ]));
         for bad in ["9, 8", "-1", "", "1e3", "0x10"] {
             let mut map = HeaderMap::new();
             map.append("content-length", HeaderValue::from_static(bad));

@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::client::{
-    connection_closes, encode_chunk, encode_end, write_data, BodyFraming, FieldSpans,
+    closes_connection, encode_chunk, encode_end, write_data, BodyFraming, FieldSpans,
     INLINE_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use crate::Front;
@@ -69,6 +69,8 @@ pub(crate) async fn serve(
 ) {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
+    // Armed by each request's exchange in turn (see `proxy::Timer`).
+    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     loop {
         let (request, close) = loop {
             match parse(&mut buf) {
@@ -96,7 +98,10 @@ pub(crate) async fn serve(
             }
         };
         let head_only = request.method() == Method::HEAD;
-        let Ok(response) = front.clone().serve(request, Some(peer)).await;
+        let Ok(response) = front
+            .clone()
+            .serve(request, Some(peer), Some(timer.as_mut()))
+            .await;
         let close = close || *stop.borrow();
         match respond(&mut tcp, &mut out, response, head_only, close).await {
             Ok(true) => {}
@@ -202,7 +207,6 @@ async fn respond(
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    close |= connection_closes(&parts.headers);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -213,7 +217,11 @@ async fn respond(
     let mut dated = false;
     for (name, value) in &parts.headers {
         // The framing and the connection's fate are this writer's to state.
-        if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+        if name == header::CONNECTION {
+            close |= closes_connection(value);
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING {
             continue;
         }
         if name == header::CONTENT_LENGTH {
@@ -363,7 +371,7 @@ async fn hand_over(
     mut stop: watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        front.clone().serve(req.map(Body::new), Some(peer))
+        front.clone().serve(req.map(Body::new), Some(peer), None)
     });
     let connection = hyper
         .serve_connection_with_upgrades(

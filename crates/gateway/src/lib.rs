@@ -262,14 +262,15 @@ impl std::fmt::Debug for Front {
 
 impl Front {
     /// Answers `req` from `peer` (absent for in-process callers, which may name their
-    /// client as `ConnectInfo` instead).
+    /// client as `ConnectInfo` instead); a proxied request's exchange is bounded by `timer`
+    /// when its connection has one ([`proxy::Timer`]).
     async fn serve(
         self,
         mut req: Request,
         peer: Option<SocketAddr>,
+        timer: proxy::Timer<'_>,
     ) -> Result<Response, std::convert::Infallible> {
-        let id = platform::http::request_id(req.headers());
-        req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+        let id = platform::http::ensure_request_id(req.headers_mut());
         // What the access line needs is copied only when the line is written (benchmarks
         // and busy deployments run at `warn`).
         let logged =
@@ -281,7 +282,7 @@ impl Front {
                 )
             });
         let (mut response, upstream) = if self.direct && proxy::is_proxied(req.uri().path()) {
-            contain_panics(proxy::forward(&self.gateway, req, peer)).await
+            contain_panics(proxy::forward(&self.gateway, req, peer, timer)).await
         } else {
             if let Some(peer) = peer {
                 req.extensions_mut().insert(ConnectInfo(peer));
@@ -330,7 +331,7 @@ impl tower::Service<Request> for Front {
 
     fn call(&mut self, req: Request) -> Self::Future {
         let peer = platform::http::peer_addr(&req);
-        Box::pin(self.clone().serve(req, peer))
+        Box::pin(self.clone().serve(req, peer, None))
     }
 }
 
@@ -375,7 +376,7 @@ fn json_method_not_allowed(response: Response) -> Response {
 /// or a path that names no service, which it answers 404).
 async fn proxied(State(gw): State<Gateway>, req: Request) -> Response {
     let peer = platform::http::peer_addr(&req);
-    let (mut response, upstream) = proxy::forward(&gw, req, peer).await;
+    let (mut response, upstream) = proxy::forward(&gw, req, peer, None).await;
     if let Some(upstream) = upstream {
         response.extensions_mut().insert(ServedBy(upstream));
     }

@@ -1,12 +1,15 @@
 //! Forwarding one request: edge checks, header rewriting, the choice of upstream, timeouts,
 //! retries on connect failure, and the streamed response.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::time::Sleep;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -18,7 +21,7 @@ use http_body::{Frame, SizeHint};
 use platform::ApiError;
 
 use crate::upstream::{Unavailable, Upstream};
-use platform::http::bearer_token;
+use platform::http::bearer_token_of;
 use platform::limit::{rate_limited, Scope};
 
 use crate::client::{self, UpstreamBody};
@@ -119,8 +122,70 @@ fn is_internal(name: &HeaderName) -> bool {
     name == "x-service-token" || name.starts_with("x-metatron-")
 }
 
+/// Whether `name` is one of [`HOP_BY_HOP`]. A name's length rules out nearly every other
+/// field before the comparisons.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) && HOP_BY_HOP.contains(name)
+}
+
+/// The fields of a request's headers the proxy reads, found in one pass over them: looking
+/// a name up hashes it, and a request has only a handful of fields to compare.
+#[derive(Default)]
+struct RequestFields<'a> {
+    authorization: Option<&'a HeaderValue>,
+    content_length: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+    /// The protocol asked for, when `Connection` names `upgrade` too.
+    upgrade: Option<&'a HeaderValue>,
+    forwarded_for: Option<&'a HeaderValue>,
+    /// A `Transfer-Encoding` is there.
+    chunked: bool,
+    /// Hop-by-hop or internal fields are there, to be removed.
+    to_strip: bool,
+}
+
+impl<'a> RequestFields<'a> {
+    fn of(headers: &'a HeaderMap) -> RequestFields<'a> {
+        let mut fields = RequestFields::default();
+        let mut upgrade = None;
+        let mut connection_upgrade = false;
+        for (name, value) in headers {
+            if *name == header::AUTHORIZATION {
+                fields.authorization = Some(value);
+            } else if *name == header::CONTENT_LENGTH {
+                fields.content_length = Some(value);
+            } else if *name == header::HOST {
+                fields.host = Some(value);
+            } else if *name == X_FORWARDED_FOR {
+                fields.forwarded_for = Some(value);
+            } else if is_hop_by_hop(name) {
+                fields.to_strip = true;
+                if *name == header::UPGRADE {
+                    upgrade = Some(value);
+                } else if *name == header::TRANSFER_ENCODING {
+                    fields.chunked = true;
+                } else if *name == header::CONNECTION {
+                    connection_upgrade |= value.to_str().is_ok_and(|v| {
+                        v.split(',')
+                            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                    });
+                }
+            } else if is_internal(name) {
+                fields.to_strip = true;
+            }
+        }
+        fields.upgrade = upgrade.filter(|_| connection_upgrade);
+        fields
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none (and `Connection` is one of them): one pass over the few
+    // headers there are is cheaper than looking each name up.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -131,15 +196,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    // Most messages have none: one pass over the few headers there are is cheaper than
-    // looking each name up, and a name's length rules out nearly every other field.
-    let hop_by_hop = |name: &HeaderName| {
-        matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) && HOP_BY_HOP.contains(name)
-    };
-    if headers.keys().any(hop_by_hop) {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -243,6 +301,13 @@ pub(crate) fn is_proxied(path: &str) -> bool {
     path != "/api/openapi.json" && service_of(path).is_some()
 }
 
+/// The timer that bounds a request's exchange with its upstreams: the client connection's
+/// own, re-armed for each of its requests, or (when absent) one made for the request.
+///
+/// Why: moving an armed timer's deadline later is one atomic store, while arming a new
+/// timer and dropping it again each lock the event loop's timer wheel.
+pub(crate) type Timer<'t> = Option<Pin<&'t mut Sleep>>;
+
 /// Forwards `req` from `peer` (absent for an in-process caller: no client to limit or
 /// name) to an upstream of its service; the answer, and the upstream that gave it (or
 /// failed to) for the access log. (Not an `async fn`, which would add a state of its own
@@ -251,9 +316,10 @@ pub(crate) fn forward<'a>(
     gw: &'a Gateway,
     req: Request,
     peer: Option<SocketAddr>,
-) -> impl std::future::Future<Output = (Response, Option<Arc<str>>)> + Send + 'a {
+    timer: Timer<'a>,
+) -> impl Future<Output = (Response, Option<Arc<str>>)> + Send + 'a {
     use futures_util::FutureExt;
-    exchange(gw, req, peer.map(|a| a.ip())).map(|outcome| match outcome {
+    exchange(gw, req, peer.map(|a| a.ip()), timer).map(|outcome| match outcome {
         Ok((response, upstream)) => (response, Some(upstream.label.clone())),
         Err(refused) => (refused, None),
     })
@@ -264,6 +330,7 @@ async fn exchange(
     gw: &Gateway,
     req: Request,
     client: Option<IpAddr>,
+    timer: Timer<'_>,
 ) -> Result<(Response, Arc<Upstream>), Response> {
     let config = gw.config();
     let (mut parts, body) = req.into_parts();
@@ -289,12 +356,9 @@ async fn exchange(
     };
 
     let mut headers = std::mem::take(&mut parts.headers);
-    let internal: Vec<HeaderName> = headers.keys().filter(|n| is_internal(n)).cloned().collect();
-    for name in internal {
-        headers.remove(&name);
-    }
+    let fields = RequestFields::of(&headers);
 
-    if let Some(token) = bearer_token(&headers) {
+    if let Some(token) = fields.authorization.and_then(bearer_token_of) {
         let claims = match gw.0.keys.verify(gw, token).await {
             Ok(claims) => claims,
             Err(e) => return Err(e.into_response()),
@@ -307,8 +371,8 @@ async fn exchange(
     }
 
     let limit = config.max_body(path);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
+    let declared = fields
+        .content_length
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -316,34 +380,35 @@ async fn exchange(
     }
 
     // HTTP/2 clients name the host in the `:authority` pseudo-header (the URI), not `Host`.
-    let host = headers.get(header::HOST).cloned().or_else(|| {
+    // (The client writes the upstream's own `Host`, whatever the headers hold.)
+    let host = fields.host.cloned().or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     // A protocol upgrade (WebSocket) keeps its `Connection: upgrade` and `Upgrade` headers,
     // and the two connections are joined once the upstream answers 101.
-    let upgrade = headers
-        .get(header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten();
+    let upgrade = fields.upgrade.cloned();
+    let forwarded = client
+        .as_ref()
+        .and_then(|ip| forwarded_for(fields.forwarded_for, ip));
+    let chunked = fields.chunked;
+    if fields.to_strip {
+        let internal: Vec<HeaderName> =
+            headers.keys().filter(|n| is_internal(n)).cloned().collect();
+        for name in internal {
+            headers.remove(&name);
+        }
+        strip_hop_by_hop(&mut headers);
+    }
     let mut on_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
     if let (Some(protocol), Some(_)) = (&upgrade, &on_upgrade) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
     }
-    if let Some(ip) = &client {
-        if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), ip) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
+    if let Some(forwarded) = forwarded {
+        headers.insert(X_FORWARDED_FOR, forwarded);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
@@ -354,8 +419,7 @@ async fn exchange(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let empty_body = http_body::Body::is_end_stream(&body)
-        || (declared == Some(0) && !headers.contains_key(header::TRANSFER_ENCODING));
+    let empty_body = http_body::Body::is_end_stream(&body) || (declared == Some(0) && !chunked);
     let retryable = empty_body
         && matches!(
             parts.method,
@@ -378,6 +442,16 @@ async fn exchange(
     }
     let timeout = config.request_timeout(path);
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut made = None;
+    let mut timer = match timer {
+        Some(mut timer) => {
+            timer.as_mut().reset(deadline);
+            timer
+        }
+        None => made
+            .insert(Box::pin(tokio::time::sleep_until(deadline)))
+            .as_mut(),
+    };
     let open_for = Duration::from_millis(config.circuit_open_ms);
     let threshold = config.circuit_failure_threshold;
     let mut tried = Vec::new();
@@ -418,8 +492,8 @@ async fn exchange(
         };
         *outgoing.uri_mut() = target;
 
-        let outcome = tokio::time::timeout_at(
-            deadline,
+        let outcome = before(
+            timer.as_mut(),
             client::send(&upstream, config.connect_timeout(), outgoing),
         )
         .await;
@@ -517,6 +591,21 @@ async fn exchange(
     }
 }
 
+/// The outcome of `work`, or `Err` when `timer` goes off first.
+async fn before<F: Future>(mut timer: Pin<&mut Sleep>, work: F) -> Result<F::Output, TimedOut> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+    })
+    .await
+}
+
+/// [`before`]'s timer went off.
+struct TimedOut;
+
 /// Answers 101 to the client and, once both sides have switched, copies bytes between the
 /// client's and the upstream's connections until either closes.
 fn switch_protocols(
@@ -563,6 +652,53 @@ fn too_large() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_finds_the_fields_the_proxy_reads() {
+        let headers = |fields: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in fields {
+                map.append(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        let plain = headers(&[
+            ("host", "h"),
+            ("authorization", "Bearer t"),
+            ("content-length", "0"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("user-agent", "u"),
+            ("upgrade", "websocket"),
+        ]);
+        let fields = RequestFields::of(&plain);
+        assert_eq!(fields.host, Some(&HeaderValue::from_static("h")));
+        assert_eq!(
+            fields.authorization,
+            Some(&HeaderValue::from_static("Bearer t"))
+        );
+        assert_eq!(fields.content_length, Some(&HeaderValue::from_static("0")));
+        assert_eq!(
+            fields.forwarded_for,
+            Some(&HeaderValue::from_static("10.0.0.1"))
+        );
+        // `Upgrade` counts only when `Connection` names it; it is hop-by-hop either way.
+        assert_eq!(fields.upgrade, None);
+        assert!(fields.to_strip && !fields.chunked);
+
+        let upgrade = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        let fields = RequestFields::of(&upgrade);
+        assert_eq!(fields.upgrade, Some(&HeaderValue::from_static("websocket")));
+
+        assert!(!RequestFields::of(&headers(&[("accept", "*/*")])).to_strip);
+        assert!(RequestFields::of(&headers(&[("x-metatron-tenant", "t")])).to_strip);
+        assert!(RequestFields::of(&headers(&[("x-service-token", "t")])).to_strip);
+        let chunked = headers(&[("transfer-encoding", "chunked")]);
+        let fields = RequestFields::of(&chunked);
+        assert!(fields.chunked && fields.to_strip);
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

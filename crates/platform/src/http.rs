@@ -330,7 +330,12 @@ pub fn peer_addr<B>(req: &axum::http::Request<B>) -> Option<SocketAddr> {
 /// The token of an `Authorization: Bearer <token>` header (scheme case as clients send
 /// it), trimmed; not verified.
 pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token_of(headers.get(header::AUTHORIZATION)?)
+}
+
+/// [`bearer_token`], from the `Authorization` header's value.
+pub fn bearer_token_of(authorization: &HeaderValue) -> Option<&str> {
+    let value = authorization.to_str().ok()?;
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
@@ -384,12 +389,16 @@ fn valid_request_id(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
-/// The request's id: the incoming `x-request-id` when it is a sensible token (up to 128 of
-/// `[A-Za-z0-9-_.:]`), otherwise a new one.
-pub fn request_id(headers: &axum::http::HeaderMap) -> HeaderValue {
+/// The request's id, which `headers` then carry: the incoming `x-request-id` when it is a
+/// sensible token (up to 128 of `[A-Za-z0-9-_.:]`), otherwise a new one in its place.
+pub fn ensure_request_id(headers: &mut axum::http::HeaderMap) -> HeaderValue {
     match headers.get(REQUEST_ID_HEADER) {
         Some(v) if valid_request_id(v) => v.clone(),
-        _ => new_request_id(),
+        _ => {
+            let id = new_request_id();
+            headers.insert(REQUEST_ID_HEADER, id.clone());
+            id
+        }
     }
 }
 
@@ -408,8 +417,7 @@ fn new_request_id() -> HeaderValue {
 }
 
 async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
-    let id = request_id(req.headers());
-    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+    let id = ensure_request_id(req.headers_mut());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!(
