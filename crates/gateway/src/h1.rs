@@ -65,12 +65,17 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     front: Front,
     hyper: Hyper,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     // Armed by each request's exchange in turn (see `proxy::Timer`).
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    // Waits for the stop signal across the connection's idle reads: waiting anew at each
+    // would join and leave the channel's list of waiters once per request.
+    let mut signal = stop.clone();
+    let stopping = stopped(&mut signal);
+    tokio::pin!(stopping);
     loop {
         let (request, close) = loop {
             match parse(&mut buf) {
@@ -86,7 +91,7 @@ pub(crate) async fn serve(
                 // connection without cutting anything off.
                 tokio::select! {
                     biased;
-                    () = stopped(&mut stop) => return,
+                    () = &mut stopping => return,
                     read = tcp.read_buf(&mut buf) => read,
                 }
             } else {
