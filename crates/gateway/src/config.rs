@@ -71,6 +71,12 @@ pub struct Config {
     /// Threads serving connections, each with its own event loop and upstream connection
     /// pool; 0: one per CPU core.
     pub workers: usize,
+    /// How long a kept-alive client connection may wait for its next request; then the
+    /// gateway closes it.
+    pub client_idle_timeout_ms: u64,
+    /// How long a client may take to send a request's head, from its first byte; then 408
+    /// and the connection closes.
+    pub client_header_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -101,6 +107,8 @@ impl Default for Config {
             jwks_refresh_min_interval_ms: 5_000,
             health_check_timeout_ms: 1_000,
             workers: 0,
+            client_idle_timeout_ms: 75_000,
+            client_header_timeout_ms: 30_000,
         }
     }
 }
@@ -124,6 +132,16 @@ impl Config {
         Duration::from_millis(
             by_route(&self.route_timeouts_ms, path).unwrap_or(self.request_timeout_ms),
         )
+    }
+
+    /// How long a kept-alive client connection may wait for its next request.
+    pub fn client_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_idle_timeout_ms)
+    }
+
+    /// How long a client may take to send a request's head.
+    pub fn client_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_header_timeout_ms)
     }
 
     /// Threads serving connections: `workers`, or one per CPU core.

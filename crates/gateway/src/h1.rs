@@ -23,14 +23,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use http::header;
 use http::{Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -40,7 +40,7 @@ use crate::client::{
     closes_connection, encode_chunk, encode_end, write_data, BodyFraming, FieldSpans,
     INLINE_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
-use crate::Front;
+use crate::{Config, Front};
 
 /// Room made in the read buffer before each read from the client: a head and, when a body
 /// follows it (hyper's to read), the start of the body, which then reaches the upstream in
@@ -51,15 +51,23 @@ const READ_SIZE: usize = 16 * 1024;
 /// with its preface (h2c with prior knowledge).
 pub(crate) type Hyper = Arc<auto::Builder<TokioExecutor>>;
 
-pub(crate) fn hyper() -> Hyper {
+pub(crate) fn hyper(config: &Config) -> Hyper {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's head timeout runs from when it waits for a request: it bounds the idle time
+    // between requests too.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.client_header_timeout());
     // WebSockets over HTTP/2 (RFC 8441) need the extended CONNECT method.
     builder.http2().enable_connect_protocol();
     Arc::new(builder)
 }
 
-/// Serves the connection `tcp` from `peer` until the client closes it, or `stop` turns
-/// true (then a connection stops once no request is in flight on it).
+/// Serves the connection `tcp` from `peer` until the client closes it, stays idle longer
+/// than `client_idle_timeout_ms`, takes longer than `client_header_timeout_ms` to send a
+/// request's head (answered 408), or `stop` turns true (then a connection stops once no
+/// request is in flight on it).
 pub(crate) async fn serve(
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -71,12 +79,22 @@ pub(crate) async fn serve(
     let mut out = Vec::new();
     // Armed by each request's exchange in turn (see `proxy::Timer`).
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    // The client's time to start its next request, then to send the rest of its head. A
+    // timer of its own: re-arming one for a later deadline is cheap, for an earlier one not,
+    // and these deadlines lie beyond the exchange's.
+    let mut reading = Box::pin(tokio::time::sleep(Duration::ZERO));
+    let (idle_timeout, header_timeout) = {
+        let config = front.gateway.config();
+        (config.client_idle_timeout(), config.client_header_timeout())
+    };
     // Waits for the stop signal across the connection's idle reads: waiting anew at each
     // would join and leave the channel's list of waiters once per request.
     let mut signal = stop.clone();
     let stopping = stopped(&mut signal);
     tokio::pin!(stopping);
     loop {
+        // Which wait `reading` is armed for (idle, or the head), once armed.
+        let mut armed = None;
         let (request, close) = loop {
             match parse(&mut buf) {
                 Parsed::Ours(request, close) => break (request, close),
@@ -86,16 +104,24 @@ pub(crate) async fn serve(
                 }
             }
             buf.reserve(READ_SIZE);
-            let read = if buf.is_empty() {
+            let idle = buf.is_empty();
+            if armed != Some(idle) {
+                let limit = if idle { idle_timeout } else { header_timeout };
+                reading.as_mut().reset(tokio::time::Instant::now() + limit);
+                armed = Some(idle);
+            }
+            let read = tokio::select! {
+                biased;
                 // Between requests: the one moment a stopping server may close the
                 // connection without cutting anything off.
-                tokio::select! {
-                    biased;
-                    () = &mut stopping => return,
-                    read = tcp.read_buf(&mut buf) => read,
+                () = &mut stopping, if idle => return,
+                () = reading.as_mut() => {
+                    if !idle {
+                        let _ = respond(&mut tcp, &mut out, head_timed_out(), false, true).await;
+                    }
+                    return close_lingering(tcp);
                 }
-            } else {
-                tcp.read_buf(&mut buf).await
+                read = tcp.read_buf(&mut buf) => read,
             };
             match read {
                 Ok(0) | Err(_) => return,
@@ -332,6 +358,16 @@ async fn respond(
     Ok(!close && declared.is_none_or(|_| remaining == 0))
 }
 
+/// The answer to a client too slow to send its request's head.
+fn head_timed_out() -> Response {
+    platform::ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_head_timeout",
+        "the request's head did not arrive in time",
+    )
+    .into_response()
+}
+
 /// `n` in decimal, written at the end of `buf`.
 fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
@@ -388,7 +424,11 @@ async fn hand_over(
         )
         .into_owned();
     tokio::pin!(connection);
+    // The connection first: its first poll reads the request already here and starts it,
+    // so a stop that came while that request was being read lets it finish instead of
+    // closing the connection under it.
     let result = tokio::select! {
+        biased;
         result = connection.as_mut() => result,
         () = stopped(&mut stop) => {
             connection.as_mut().graceful_shutdown();

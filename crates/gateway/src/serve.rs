@@ -93,7 +93,7 @@ async fn serve_loop(
     front: Front,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let hyper = h1::hyper();
+    let hyper = h1::hyper(front.gateway.config());
     // Every connection holds a receiver: once told to stop, the sender waits for them all.
     let (stopping, connections) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);

@@ -1,6 +1,7 @@
 //! The gateway's server side, spoken byte by byte as clients may: pipelined requests, a
 //! request with a body in the middle of a kept-alive connection (where hyper takes the
-//! connection over), HTTP/1.0, `Connection: close`, `HEAD`, and an upload refused halfway.
+//! connection over), HTTP/1.0, `Connection: close`, `HEAD`, an upload refused halfway, and
+//! a request that arrives while the gateway stops.
 
 mod common;
 
@@ -227,4 +228,64 @@ async fn a_refused_upload_is_read_off_so_the_client_gets_its_answer() {
     assert_eq!(answer.status, 413);
     assert_eq!(answer.json()["error"]["code"], "body_too_large");
     assert_eq!(state.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_request_read_while_the_gateway_stops_is_still_answered() {
+    let (a, _) = upstream("a").await;
+    // The hand-over to hyper used to race the stop signal; a few rounds catch a race.
+    for _ in 0..8 {
+        let gw = gateway(config(&[("a", vec![url(a)])])).await;
+        // Half a head (with a body to come: hyper's request), then the stop, then the rest.
+        let mut stream = send(&gw, b"POST /api/a/count HTTP/1.1\r\nhost: t\r\ncontent-le").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = gw.stop.send(());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream
+            .write_all(b"ngth: 5\r\n\r\nhello")
+            .await
+            .expect("write");
+        let raw = read_until_closed(&mut stream).await;
+        let (answer, _) = parse_answer(&raw, false).expect("a whole answer");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["bytes"], 5);
+        tokio::time::timeout(Duration::from_secs(5), gw.done)
+            .await
+            .expect("stopped")
+            .expect("join")
+            .expect("served");
+    }
+}
+
+#[tokio::test]
+async fn idle_and_slow_clients_are_timed_out() {
+    let (a, _) = upstream("a").await;
+    let mut cfg = config(&[("a", vec![url(a)])]);
+    cfg.client_idle_timeout_ms = 300;
+    cfg.client_header_timeout_ms = 300;
+    let gw = gateway(cfg).await;
+
+    // Idle after an answer: closed once the idle time is up, not before.
+    for first in [
+        &b"GET /api/a/x HTTP/1.1\r\nhost: t\r\n\r\n"[..],
+        // A request with a body: hyper serves the connection from there on.
+        &b"POST /api/a/count HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi"[..],
+    ] {
+        let mut stream = send(&gw, first).await;
+        let answered = std::time::Instant::now();
+        assert_eq!(read_answers(&mut stream, &[false]).await[0].status, 200);
+        assert!(read_until_closed(&mut stream).await.is_empty());
+        let idle = answered.elapsed();
+        assert!(
+            idle >= Duration::from_millis(250) && idle < Duration::from_secs(3),
+            "{idle:?}"
+        );
+    }
+
+    // Half a head, then nothing: 408, then closed.
+    let mut stream = send(&gw, b"GET /api/a/x HTTP/1.1\r\nhost:").await;
+    let raw = read_until_closed(&mut stream).await;
+    let (answer, _) = parse_answer(&raw, false).expect("a whole answer");
+    assert_eq!(answer.status, 408);
+    assert_eq!(answer.json()["error"]["code"], "request_head_timeout");
 }
