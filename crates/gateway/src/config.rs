@@ -77,6 +77,9 @@ pub struct Config {
     /// How long a client may take to send a request's head, from its first byte; then 408
     /// and the connection closes.
     pub client_header_timeout_ms: u64,
+    /// How long a client may take to accept the next piece of an answer (a slow reader
+    /// holds an upstream connection too); then the connection closes.
+    pub client_send_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             workers: 0,
             client_idle_timeout_ms: 75_000,
             client_header_timeout_ms: 30_000,
+            client_send_timeout_ms: 60_000,
         }
     }
 }
@@ -142,6 +146,11 @@ impl Config {
     /// How long a client may take to send a request's head.
     pub fn client_header_timeout(&self) -> Duration {
         Duration::from_millis(self.client_header_timeout_ms)
+    }
+
+    /// How long a client may take to accept the next piece of an answer.
+    pub fn client_send_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_send_timeout_ms)
     }
 
     /// Threads serving connections: `workers`, or one per CPU core.

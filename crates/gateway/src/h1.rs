@@ -14,6 +14,7 @@
 //! requests, and hyper answers that one and the rest exactly as it answers any connection.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -35,6 +36,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::client::{
     closes_connection, encode_chunk, encode_end, write_data, BodyFraming, FieldSpans,
@@ -66,8 +68,9 @@ pub(crate) fn hyper(config: &Config) -> Hyper {
 
 /// Serves the connection `tcp` from `peer` until the client closes it, stays idle longer
 /// than `client_idle_timeout_ms`, takes longer than `client_header_timeout_ms` to send a
-/// request's head (answered 408), or `stop` turns true (then a connection stops once no
-/// request is in flight on it).
+/// request's head (answered 408) or longer than `client_send_timeout_ms` to take a piece of
+/// an answer, or `stop` turns true (then a connection stops once no request is in flight
+/// on it).
 pub(crate) async fn serve(
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -79,13 +82,17 @@ pub(crate) async fn serve(
     let mut out = Vec::new();
     // Armed by each request's exchange in turn (see `proxy::Timer`).
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-    // The client's time to start its next request, then to send the rest of its head. A
-    // timer of its own: re-arming one for a later deadline is cheap, for an earlier one not,
-    // and these deadlines lie beyond the exchange's.
+    // The client's time to start its next request, to send the rest of its head, and to
+    // take each piece of the answer. A timer of its own: re-arming one for a later deadline
+    // is cheap, for an earlier one not, and these deadlines lie beyond the exchange's.
     let mut reading = Box::pin(tokio::time::sleep(Duration::ZERO));
-    let (idle_timeout, header_timeout) = {
+    let (idle_timeout, header_timeout, send_timeout) = {
         let config = front.gateway.config();
-        (config.client_idle_timeout(), config.client_header_timeout())
+        (
+            config.client_idle_timeout(),
+            config.client_header_timeout(),
+            config.client_send_timeout(),
+        )
     };
     // Waits for the stop signal across the connection's idle reads: waiting anew at each
     // would join and leave the channel's list of waiters once per request.
@@ -117,7 +124,9 @@ pub(crate) async fn serve(
                 () = &mut stopping, if idle => return,
                 () = reading.as_mut() => {
                     if !idle {
-                        let _ = respond(&mut tcp, &mut out, head_timed_out(), false, true).await;
+                        let sending = Sending { timer: reading.as_mut(), limit: send_timeout };
+                        let answer = head_timed_out();
+                        let _ = respond(&mut tcp, &mut out, sending, answer, false, true).await;
                     }
                     return close_lingering(tcp);
                 }
@@ -134,7 +143,11 @@ pub(crate) async fn serve(
             .serve(request, Some(peer), Some(timer.as_mut()))
             .await;
         let close = close || *stop.borrow();
-        match respond(&mut tcp, &mut out, response, head_only, close).await {
+        let sending = Sending {
+            timer: reading.as_mut(),
+            limit: send_timeout,
+        };
+        match respond(&mut tcp, &mut out, sending, response, head_only, close).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 close_lingering(tcp);
@@ -223,11 +236,42 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     Parsed::Ours(request, close)
 }
 
+/// The time limit of each write to the client: a client that accepts nothing of it within
+/// `limit` is given up on.
+struct Sending<'t> {
+    timer: Pin<&'t mut Sleep>,
+    limit: Duration,
+}
+
+impl Sending<'_> {
+    /// Runs `write`; the timer is armed only if the write has to wait (most never do).
+    async fn write(&mut self, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+        let mut write = std::pin::pin!(write);
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(written) = write.as_mut().poll(cx) {
+                return Poll::Ready(written);
+            }
+            if !armed {
+                let deadline = tokio::time::Instant::now() + self.limit;
+                self.timer.as_mut().reset(deadline);
+                armed = true;
+            }
+            self.timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(io::ErrorKind::TimedOut.into()))
+        })
+        .await
+    }
+}
+
 /// Writes `response` (its head only when `head_only`); `Ok(true)` when the connection may
 /// carry another request.
 async fn respond(
     tcp: &mut TcpStream,
     out: &mut Vec<u8>,
+    mut sending: Sending<'_>,
     response: Response,
     head_only: bool,
     mut close: bool,
@@ -314,9 +358,9 @@ async fn respond(
                     if data.len() <= INLINE_BODY_BYTES {
                         encode_chunk(out, &data, framing);
                     } else {
-                        tcp.write_all(out).await?;
+                        sending.write(tcp.write_all(out)).await?;
                         out.clear();
-                        write_data(tcp, data, framing).await?;
+                        sending.write(write_data(tcp, data, framing)).await?;
                     }
                 }
             }
@@ -333,7 +377,7 @@ async fn respond(
         framing = BodyFraming::None;
     }
     if !out.is_empty() {
-        tcp.write_all(out).await?;
+        sending.write(tcp.write_all(out)).await?;
     }
     if framing == BodyFraming::None {
         return Ok(!close && (head_only || bodiless || declared.is_none_or(|_| remaining == 0)));
@@ -350,10 +394,10 @@ async fn respond(
             return Ok(false);
         }
         remaining -= data.len() as u64;
-        write_data(tcp, data, framing).await?;
+        sending.write(write_data(tcp, data, framing)).await?;
     }
     if framing == BodyFraming::Chunked {
-        tcp.write_all(b"0\r\n\r\n").await?;
+        sending.write(tcp.write_all(b"0\r\n\r\n")).await?;
     }
     Ok(!close && declared.is_none_or(|_| remaining == 0))
 }

@@ -258,11 +258,12 @@ async fn a_request_read_while_the_gateway_stops_is_still_answered() {
 }
 
 #[tokio::test]
-async fn idle_and_slow_clients_are_timed_out() {
-    let (a, _) = upstream("a").await;
+async fn idle_slow_and_stalled_clients_are_timed_out() {
+    let (a, state) = upstream("a").await;
     let mut cfg = config(&[("a", vec![url(a)])]);
     cfg.client_idle_timeout_ms = 300;
     cfg.client_header_timeout_ms = 300;
+    cfg.client_send_timeout_ms = 300;
     let gw = gateway(cfg).await;
 
     // Idle after an answer: closed once the idle time is up, not before.
@@ -281,6 +282,17 @@ async fn idle_and_slow_clients_are_timed_out() {
             "{idle:?}"
         );
     }
+
+    // A download the client does not read: given up once the socket buffers are full and
+    // nothing more went out for the send timeout (the upstream connection goes with it).
+    let mut stream = send(&gw, b"GET /api/a/download HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    state.go_on.notify_one();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let got = read_until_closed(&mut stream).await.len();
+    assert!(
+        got < 64 * 1024 * 1024,
+        "the whole download went out: {got} bytes"
+    );
 
     // Half a head, then nothing: 408, then closed.
     let mut stream = send(&gw, b"GET /api/a/x HTTP/1.1\r\nhost:").await;
