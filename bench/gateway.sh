@@ -7,7 +7,8 @@
 #   static  `metatron-bench static-upstream`: 1 KiB to every request (the proxies' own cost)
 #   auth    `metatron serve --demo`, GET /api/auth/.well-known/jwks.json (a real service)
 #
-# The three paths are loaded in turn, round after round (BENCH_GW_ROUNDS, 5): on a shared
+# The three paths are loaded in turn, round after round (BENCH_GW_ROUNDS, 5), the proxies
+# in alternating order (gateway first in odd rounds, nginx in even ones): on a shared
 # virtual machine the speed of the cores drifts by tens of percent within a minute, so each
 # figure is the median of its rounds, and the comparison of the proxies is the median of
 # their ratio within each round. Each round loads every path under load
@@ -188,7 +189,9 @@ gw_loads() { # connections, seconds, suffix, round
     else
       path=$AUTH_PATH direct=$GW_AUTH_PORT
     fi
-    for via in direct gateway nginx; do
+    local order="direct gateway nginx"
+    if ((round % 2 == 0)); then order="direct nginx gateway"; fi
+    for via in $order; do
       case $via in
         direct) port=$direct ;;
         gateway) port=$GW_PORT ;;

@@ -220,7 +220,9 @@ pub(crate) fn section(dir: &Path) -> anyhow::Result<(String, String)> {
         s,
         "- Load: oha, {connections} connections (HTTP/1.1 keep-alive) for {seconds:.0} s per \
          run, every run against 127.0.0.1. The three paths of both upstreams are loaded in \
-         turn, and the whole sequence is repeated {rounds} times: on this shared virtual \
+         turn (direct first; the two proxies in alternating order from round to round, so \
+         that neither always runs on the warmer or the cooler machine), and the whole \
+         sequence is repeated {rounds} times: on this shared virtual \
          machine the cores' speed drifts by tens of percent within a minute (the hypervisor \
          took {} of the CPU time during the runs), so each figure is the median of its \
          rounds, and the proxies are compared by the median of their ratio within each \
