@@ -7,7 +7,7 @@
 #   static  `metatron-bench static-upstream`: 1 KiB to every request (the proxies' own cost)
 #   auth    `metatron serve --demo`, GET /api/auth/.well-known/jwks.json (a real service)
 #
-# The three paths are loaded in turn, round after round (BENCH_GW_ROUNDS, 5), the proxies
+# The three paths are loaded in turn, round after round (BENCH_GW_ROUNDS, 9), the proxies
 # in alternating order (gateway first in odd rounds, nginx in even ones): on a shared
 # virtual machine the speed of the cores drifts by tens of percent within a minute, so each
 # figure is the median of its rounds, and the comparison of the proxies is the median of
@@ -28,7 +28,7 @@
 # (least_outstanding).
 
 GW_C=${BENCH_GW_CONNECTIONS:-32}
-GW_ROUNDS=${BENCH_GW_ROUNDS:-5}
+GW_ROUNDS=${BENCH_GW_ROUNDS:-9}
 GW_SECS=${BENCH_GW_SECONDS:-4}
 GW_LATENCY_SECS=${BENCH_GW_LATENCY_SECONDS:-3}
 GW_COUNTED=${BENCH_GW_COUNTED:-3000}
