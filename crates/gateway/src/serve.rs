@@ -94,52 +94,8 @@ async fn serve_loop(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let hyper = h1::hyper(front.gateway.config());
-    // Every connection holds a receiver: once told to stop, the sender waits for them all.
-    let (stopping, connections) = tokio::sync::watch::channel(false);
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
-        };
-        // Without TCP_NODELAY an answer written in two segments (headers, then a streamed
-        // body) waits for the client's delayed ACK: tens of milliseconds.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        tokio::spawn(h1::serve(
-            tcp,
-            peer,
-            front.clone(),
-            hyper.clone(),
-            connections.clone(),
-        ));
-    }
-    drop(listener);
-    drop(connections);
-    let _ = stopping.send(true);
-    stopping.closed().await;
-    Ok(())
-}
-
-/// Waits out a failed `accept`: a connection that went away before it was accepted is
-/// nobody's problem; anything else (out of file descriptors, say) would fail again at once,
-/// so the loop pauses instead of spinning.
-async fn accept_failed(e: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %e, "cannot accept connections; trying again in a second");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    platform::http::accept_until(listener, stop, |tcp, peer, stopping| {
+        tokio::spawn(h1::serve(tcp, peer, front.clone(), hyper.clone(), stopping));
+    })
+    .await
 }

@@ -80,7 +80,7 @@ pub async fn start(
     let (done, stop) = spawn_server(
         listener,
         app.router(),
-        app.settings.http.shutdown_grace_ms,
+        &app.settings.http,
         background,
         async move {
             if let Err(e) = served.flush_events().await {
@@ -101,13 +101,14 @@ pub async fn start(
     })
 }
 
-/// Serves `router` on `listener` until `true` is sent on the returned sender; then lets
-/// in-flight requests finish for up to `grace_ms`, stops the `background` tasks and runs
-/// `finish` (delivering pending events, closing pools). The handle resolves when all is done.
+/// Serves `router` on `listener` (with `http`'s client header timeout) until `true` is sent
+/// on the returned sender; then lets in-flight requests finish for up to `http`'s shutdown
+/// grace, stops the `background` tasks and runs `finish` (delivering pending events, closing
+/// pools). The handle resolves when all is done.
 pub(crate) fn spawn_server(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    grace_ms: u64,
+    http: &platform::config::HttpSettings,
     background: Vec<tokio::task::JoinHandle<()>>,
     finish: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (
@@ -116,10 +117,16 @@ pub(crate) fn spawn_server(
 ) {
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     let mut shutdown = stopping.clone();
-    let mut server = tokio::spawn(platform::http::serve(listener, router, async move {
+    let shutdown = async move {
         let _ = shutdown.changed().await;
-    }));
-    let grace = std::time::Duration::from_millis(grace_ms);
+    };
+    let mut server = tokio::spawn(platform::http::serve_with(
+        listener,
+        router,
+        shutdown,
+        http.client_header_timeout(),
+    ));
+    let grace = std::time::Duration::from_millis(http.shutdown_grace_ms);
     let done = tokio::spawn(async move {
         let finished = tokio::select! {
             result = &mut server => Some(result),

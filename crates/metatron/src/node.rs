@@ -453,7 +453,7 @@ pub async fn serve_node(
     let (done, stop) = spawn_server(
         listener,
         node.router(),
-        node.settings.http.shutdown_grace_ms,
+        &node.settings.http,
         background,
         async move { closing.close().await },
     );

@@ -190,6 +190,9 @@ pub struct HttpSettings {
     /// from the address it names (audit trail, rate limits). Empty (the default): the TCP
     /// peer is the client.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// How long a client may take to send a request's head, and to start its next request
+    /// on a kept-alive connection; then the connection closes.
+    pub client_header_timeout_ms: u64,
 }
 
 /// An address or network whose `X-Forwarded-For` is believed.
@@ -245,6 +248,7 @@ impl Default for HttpSettings {
             rate_limit_per_ip: RateLimit::PER_IP,
             rate_limit_per_tenant: RateLimit::PER_TENANT,
             trusted_proxies: Vec::new(),
+            client_header_timeout_ms: 30_000,
         }
     }
 }
@@ -253,6 +257,11 @@ impl HttpSettings {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The client header timeout as a duration.
+    pub fn client_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_header_timeout_ms)
     }
 
     /// These settings for a service process behind the gateway: without the rate limits,

@@ -450,20 +450,112 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Without TCP_NODELAY a response written in two segments (headers, then a streamed
-    // body, as the gateway relays them) waits for the client's delayed ACK: tens of ms.
-    let listener = listener.tap_io(|tcp| {
+    serve_with(
+        listener,
+        router,
+        shutdown,
+        HttpSettings::default().client_header_timeout(),
+    )
+    .await
+}
+
+/// [`serve`], closing a connection whose client takes longer than `header_timeout` to send
+/// a request's head or, kept alive, to start its next request (hyper's header read timeout,
+/// which runs from the moment the connection waits for a request).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    header_timeout: Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use tower::ServiceExt;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // WebSockets over HTTP/2 (RFC 8441) need the extended CONNECT method.
+    builder.http2().enable_connect_protocol();
+    let builder = Arc::new(builder);
+    accept_until(listener, shutdown, |tcp, peer, mut stop| {
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    })
+    .await
+}
+
+/// Accepts connections on `listener` until `stop`, handing each (TCP_NODELAY set) to
+/// `serve` with its peer and a receiver that turns `true` once the server stops; then closes
+/// the listener and waits until every connection has dropped its receiver (`serve` moves it
+/// into the connection's task, which lets it go when the connection ends).
+pub async fn accept_until(
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr, tokio::sync::watch::Receiver<bool>),
+) -> std::io::Result<()> {
+    let (stopping, connections) = tokio::sync::watch::channel(false);
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        // Without TCP_NODELAY a response written in two segments (headers, then a streamed
+        // body, as the gateway relays them) waits for the client's delayed ACK: tens of ms.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        serve(tcp, peer, connections.clone());
+    }
+    drop(listener);
+    drop(connections);
+    let _ = stopping.send(true);
+    stopping.closed().await;
+    Ok(())
+}
+
+/// Waits out a failed `accept`: a connection that went away before it was accepted is
+/// nobody's problem; anything else (out of file descriptors, say) would fail again at once,
+/// so the loop pauses instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept connections; trying again in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 #[cfg(test)]
@@ -487,6 +579,62 @@ mod tests {
             Router::new().route("/echo", post(|Json(i): Json<Input>| async move { Json(i) })),
             &settings,
         )
+    }
+
+    /// Everything `stream` delivers until the server closes it (within 5 s), and how long
+    /// that took.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, Duration) {
+        use tokio::io::AsyncReadExt;
+        let started = std::time::Instant::now();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        (raw, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_are_closed_after_the_header_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timeout = Duration::from_millis(300);
+        let served = tokio::spawn(serve_with(
+            listener,
+            app(),
+            async move {
+                let _ = stopped.await;
+            },
+            timeout,
+        ));
+        // Half a head, then nothing; and a request answered, then nothing.
+        for sent in [
+            &b"POST /echo HTTP/1.1\r\nhost:"[..],
+            &b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+               content-length: 12\r\n\r\n{\"name\":\"a\"}"[..],
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(sent).await.expect("write");
+            let (raw, waited) = until_closed(&mut stream).await;
+            assert!(waited >= Duration::from_millis(250), "{waited:?}");
+            if sent.ends_with(b"}") {
+                assert!(
+                    raw.starts_with(b"HTTP/1.1 200"),
+                    "{}",
+                    String::from_utf8_lossy(&raw)
+                );
+            }
+        }
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("stopped")
+            .expect("join")
+            .expect("served");
     }
 
     async fn call(
