@@ -998,6 +998,16 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, Failure> {
     }
 }
 
+/// A header map of `fields`, in order (repeated names kept), for tests.
+#[cfg(test)]
+pub(crate) fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in fields {
+        map.append(*name, HeaderValue::from_static(value));
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1113,13 +1123,6 @@ mod tests {
 
     #[test]
     fn response_bodies_are_framed_as_rfc_9112_says() {
-        let headers = |fields: &[(&'static str, &'static str)]| {
-            let mut map = HeaderMap::new();
-            for (name, value) in fields {
-                map.append(*name, HeaderValue::from_static(value));
-            }
-            map
-        };
         let ok = StatusCode::OK;
         let framing = |method: Method, status, fields| {
             response_framing(&method, status, &headers(fields)).map(|(framing, _)| framing)

@@ -31,7 +31,7 @@ use http::header;
 use http::{Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -42,6 +42,7 @@ use crate::client::{
     closes_connection, encode_chunk, encode_end, write_data, BodyFraming, FieldSpans,
     INLINE_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
+use crate::proxy::{before, TimedOut};
 use crate::{Config, Front};
 
 /// Room made in the read buffer before each read from the client: a head and, when a body
@@ -54,16 +55,7 @@ const READ_SIZE: usize = 16 * 1024;
 pub(crate) type Hyper = Arc<auto::Builder<TokioExecutor>>;
 
 pub(crate) fn hyper(config: &Config) -> Hyper {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's head timeout runs from when it waits for a request: it bounds the idle time
-    // between requests too.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.client_header_timeout());
-    // WebSockets over HTTP/2 (RFC 8441) need the extended CONNECT method.
-    builder.http2().enable_connect_protocol();
-    Arc::new(builder)
+    Arc::new(platform::http::hyper_server(config.client_header_timeout()))
 }
 
 /// Serves the connection `tcp` from `peer` until the client closes it, stays idle longer
@@ -97,7 +89,7 @@ pub(crate) async fn serve(
     // Waits for the stop signal across the connection's idle reads: waiting anew at each
     // would join and leave the channel's list of waiters once per request.
     let mut signal = stop.clone();
-    let stopping = stopped(&mut signal);
+    let stopping = platform::http::stopped(&mut signal);
     tokio::pin!(stopping);
     loop {
         // Which wait `reading` is armed for (idle, or the head), once armed.
@@ -246,23 +238,14 @@ struct Sending<'t> {
 impl Sending<'_> {
     /// Runs `write`; the timer is armed only if the write has to wait (most never do).
     async fn write(&mut self, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
-        let mut write = std::pin::pin!(write);
-        let mut armed = false;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(written) = write.as_mut().poll(cx) {
-                return Poll::Ready(written);
-            }
-            if !armed {
-                let deadline = tokio::time::Instant::now() + self.limit;
-                self.timer.as_mut().reset(deadline);
-                armed = true;
-            }
-            self.timer
-                .as_mut()
-                .poll(cx)
-                .map(|()| Err(io::ErrorKind::TimedOut.into()))
-        })
+        let limit = self.limit;
+        before(
+            self.timer.as_mut(),
+            || tokio::time::Instant::now() + limit,
+            write,
+        )
         .await
+        .unwrap_or_else(|TimedOut| Err(io::ErrorKind::TimedOut.into()))
     }
 }
 
@@ -453,7 +436,7 @@ async fn hand_over(
     peer: SocketAddr,
     front: Front,
     hyper: Hyper,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         front.clone().serve(req.map(Body::new), Some(peer), None)
@@ -467,26 +450,12 @@ async fn hand_over(
             service,
         )
         .into_owned();
-    tokio::pin!(connection);
-    // The connection first: its first poll reads the request already here and starts it,
-    // so a stop that came while that request was being read lets it finish instead of
-    // closing the connection under it.
-    let result = tokio::select! {
-        biased;
-        result = connection.as_mut() => result,
-        () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "client connection ended with an error");
-    }
-}
-
-/// Resolves once the server stops (or is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+    // (Polled before the stop signal: a request read while the gateway was stopping is
+    // still answered.) Boxed as a `Send` future: without the type spelled out here the
+    // compiler cannot prove the generic future `Send` for the connection's task.
+    let serving: Pin<Box<dyn Future<Output = ()> + Send>> =
+        Box::pin(platform::http::serve_until_stopped(connection, stop));
+    serving.await;
 }
 
 /// How long a closed connection goes on reading (and discarding) what the client still

@@ -444,10 +444,7 @@ async fn exchange(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut made = None;
     let mut timer = match timer {
-        Some(mut timer) => {
-            timer.as_mut().reset(deadline);
-            timer
-        }
+        Some(timer) => timer,
         None => made
             .insert(Box::pin(tokio::time::sleep_until(deadline)))
             .as_mut(),
@@ -494,6 +491,7 @@ async fn exchange(
 
         let outcome = before(
             timer.as_mut(),
+            || deadline,
             client::send(&upstream, config.connect_timeout(), outgoing),
         )
         .await;
@@ -591,12 +589,22 @@ async fn exchange(
     }
 }
 
-/// The outcome of `work`, or `Err` when `timer` goes off first.
-async fn before<F: Future>(mut timer: Pin<&mut Sleep>, work: F) -> Result<F::Output, TimedOut> {
+/// The outcome of `work`, or `Err` when `timer`, set for `deadline()`, goes off first. The
+/// timer is set only once `work` has to wait: much work never does, and setting it costs a
+/// clock reading.
+pub(crate) async fn before<F: Future>(
+    mut timer: Pin<&mut Sleep>,
+    deadline: impl FnOnce() -> tokio::time::Instant,
+    work: F,
+) -> Result<F::Output, TimedOut> {
     let mut work = std::pin::pin!(work);
+    let mut deadline = Some(deadline);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(output));
+        }
+        if let Some(deadline) = deadline.take() {
+            timer.as_mut().reset(deadline());
         }
         timer.as_mut().poll(cx).map(|()| Err(TimedOut))
     })
@@ -604,7 +612,7 @@ async fn before<F: Future>(mut timer: Pin<&mut Sleep>, work: F) -> Result<F::Out
 }
 
 /// [`before`]'s timer went off.
-struct TimedOut;
+pub(crate) struct TimedOut;
 
 /// Answers 101 to the client and, once both sides have switched, copies bytes between the
 /// client's and the upstream's connections until either closes.
@@ -655,13 +663,7 @@ mod tests {
 
     #[test]
     fn one_pass_finds_the_fields_the_proxy_reads() {
-        let headers = |fields: &[(&'static str, &'static str)]| {
-            let mut map = HeaderMap::new();
-            for (name, value) in fields {
-                map.append(*name, HeaderValue::from_static(value));
-            }
-            map
-        };
+        use crate::client::headers;
         let plain = headers(&[
             ("host", "h"),
             ("authorization", "Bearer t"),

@@ -460,27 +460,18 @@ pub async fn serve(
 }
 
 /// [`serve`], closing a connection whose client takes longer than `header_timeout` to send
-/// a request's head or, kept alive, to start its next request (hyper's header read timeout,
-/// which runs from the moment the connection waits for a request).
+/// a request's head or, kept alive, to start its next request ([`hyper_server`]).
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     header_timeout: Duration,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
+    use hyper_util::rt::TokioIo;
     use tower::ServiceExt;
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    // WebSockets over HTTP/2 (RFC 8441) need the extended CONNECT method.
-    builder.http2().enable_connect_protocol();
-    let builder = Arc::new(builder);
-    accept_until(listener, shutdown, |tcp, peer, mut stop| {
+    let builder = Arc::new(hyper_server(header_timeout));
+    accept_until(listener, shutdown, |tcp, peer, stop| {
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let mut req = req.map(Body::new);
@@ -490,20 +481,56 @@ pub async fn serve_with(
         let builder = builder.clone();
         tokio::spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serve_until_stopped(connection, stop).await;
         });
     })
     .await
+}
+
+/// hyper as the platform serves: HTTP/1.1, or HTTP/2 when a connection opens with its
+/// preface (h2c with prior knowledge). A client that takes longer than `header_timeout` to
+/// send a request's head, or on a kept-alive connection to start its next request, is
+/// disconnected (hyper's header read timeout runs from the moment it waits for a request).
+pub fn hyper_server(
+    header_timeout: Duration,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // WebSockets over HTTP/2 (RFC 8441) need the extended CONNECT method.
+    builder.http2().enable_connect_protocol();
+    builder
+}
+
+/// Resolves once `stop` turns true (or its sender is gone: the server is).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Runs `connection` until it ends; once `stop` turns true, lets its in-flight requests
+/// finish and closes it. The connection is polled first: its first poll starts a request
+/// whose bytes are already there, so a stop that came meanwhile cannot close the
+/// connection under that request.
+pub async fn serve_until_stopped<C>(connection: C, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        biased;
+        result = connection.as_mut() => result,
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Accepts connections on `listener` until `stop`, handing each (TCP_NODELAY set) to
