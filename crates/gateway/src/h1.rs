@@ -36,14 +36,13 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Sleep;
 
 use crate::client::{
     closes_connection, encode_chunk, encode_end, write_data, BodyFraming, FieldSpans,
     INLINE_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
-use crate::proxy::{before, TimedOut};
 use crate::{Config, Front};
+use platform::http::SendTimeout;
 
 /// Room made in the read buffer before each read from the client: a head and, when a body
 /// follows it (hyper's to read), the start of the body, which then reaches the upstream in
@@ -64,7 +63,7 @@ pub(crate) fn hyper(config: &Config) -> Hyper {
 /// an answer, or `stop` turns true (then a connection stops once no request is in flight
 /// on it).
 pub(crate) async fn serve(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     front: Front,
     hyper: Hyper,
@@ -74,9 +73,9 @@ pub(crate) async fn serve(
     let mut out = Vec::new();
     // Armed by each request's exchange in turn (see `proxy::Timer`).
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-    // The client's time to start its next request, to send the rest of its head, and to
-    // take each piece of the answer. A timer of its own: re-arming one for a later deadline
-    // is cheap, for an earlier one not, and these deadlines lie beyond the exchange's.
+    // The client's time to start its next request and to send the rest of its head. A
+    // timer of its own: re-arming one for a later deadline is cheap, for an earlier one
+    // not, and these deadlines lie beyond the exchange's.
     let mut reading = Box::pin(tokio::time::sleep(Duration::ZERO));
     let (idle_timeout, header_timeout, send_timeout) = {
         let config = front.gateway.config();
@@ -86,6 +85,8 @@ pub(crate) async fn serve(
             config.client_send_timeout(),
         )
     };
+    // The client's time to take each piece of an answer.
+    let mut tcp = SendTimeout::new(tcp, send_timeout);
     // Waits for the stop signal across the connection's idle reads: waiting anew at each
     // would join and leave the channel's list of waiters once per request.
     let mut signal = stop.clone();
@@ -116,11 +117,10 @@ pub(crate) async fn serve(
                 () = &mut stopping, if idle => return,
                 () = reading.as_mut() => {
                     if !idle {
-                        let sending = Sending { timer: reading.as_mut(), limit: send_timeout };
                         let answer = head_timed_out();
-                        let _ = respond(&mut tcp, &mut out, sending, answer, false, true).await;
+                        let _ = respond(&mut tcp, &mut out, answer, false, true).await;
                     }
-                    return close_lingering(tcp);
+                    return close_lingering(tcp.into_inner());
                 }
                 read = tcp.read_buf(&mut buf) => read,
             };
@@ -135,14 +135,10 @@ pub(crate) async fn serve(
             .serve(request, Some(peer), Some(timer.as_mut()))
             .await;
         let close = close || *stop.borrow();
-        let sending = Sending {
-            timer: reading.as_mut(),
-            limit: send_timeout,
-        };
-        match respond(&mut tcp, &mut out, sending, response, head_only, close).await {
+        match respond(&mut tcp, &mut out, response, head_only, close).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
-                close_lingering(tcp);
+                close_lingering(tcp.into_inner());
                 return;
             }
         }
@@ -228,33 +224,11 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     Parsed::Ours(request, close)
 }
 
-/// The time limit of each write to the client: a client that accepts nothing of it within
-/// `limit` is given up on.
-struct Sending<'t> {
-    timer: Pin<&'t mut Sleep>,
-    limit: Duration,
-}
-
-impl Sending<'_> {
-    /// Runs `write`; the timer is armed only if the write has to wait (most never do).
-    async fn write(&mut self, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
-        let limit = self.limit;
-        before(
-            self.timer.as_mut(),
-            || tokio::time::Instant::now() + limit,
-            write,
-        )
-        .await
-        .unwrap_or_else(|TimedOut| Err(io::ErrorKind::TimedOut.into()))
-    }
-}
-
 /// Writes `response` (its head only when `head_only`); `Ok(true)` when the connection may
 /// carry another request.
 async fn respond(
-    tcp: &mut TcpStream,
+    tcp: &mut SendTimeout<TcpStream>,
     out: &mut Vec<u8>,
-    mut sending: Sending<'_>,
     response: Response,
     head_only: bool,
     mut close: bool,
@@ -341,9 +315,9 @@ async fn respond(
                     if data.len() <= INLINE_BODY_BYTES {
                         encode_chunk(out, &data, framing);
                     } else {
-                        sending.write(tcp.write_all(out)).await?;
+                        tcp.write_all(out).await?;
                         out.clear();
-                        sending.write(write_data(tcp, data, framing)).await?;
+                        write_data(tcp, data, framing).await?;
                     }
                 }
             }
@@ -360,7 +334,7 @@ async fn respond(
         framing = BodyFraming::None;
     }
     if !out.is_empty() {
-        sending.write(tcp.write_all(out)).await?;
+        tcp.write_all(out).await?;
     }
     if framing == BodyFraming::None {
         return Ok(!close && (head_only || bodiless || declared.is_none_or(|_| remaining == 0)));
@@ -377,10 +351,10 @@ async fn respond(
             return Ok(false);
         }
         remaining -= data.len() as u64;
-        sending.write(write_data(tcp, data, framing)).await?;
+        write_data(tcp, data, framing).await?;
     }
     if framing == BodyFraming::Chunked {
-        sending.write(tcp.write_all(b"0\r\n\r\n")).await?;
+        tcp.write_all(b"0\r\n\r\n").await?;
     }
     Ok(!close && declared.is_none_or(|_| remaining == 0))
 }
@@ -431,7 +405,7 @@ fn http_date(out: &mut Vec<u8>) {
 
 /// Serves the rest of the connection with hyper, starting with the bytes already read.
 async fn hand_over(
-    tcp: TcpStream,
+    tcp: SendTimeout<TcpStream>,
     read: BytesMut,
     peer: SocketAddr,
     front: Front,
@@ -441,14 +415,12 @@ async fn hand_over(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         front.clone().serve(req.map(Body::new), Some(peer), None)
     });
+    let replayed = Replayed {
+        read,
+        io: Some(tcp),
+    };
     let connection = hyper
-        .serve_connection_with_upgrades(
-            TokioIo::new(Replayed {
-                read,
-                io: Some(tcp),
-            }),
-            service,
-        )
+        .serve_connection_with_upgrades(TokioIo::new(replayed), service)
         .into_owned();
     // (Polled before the stop signal: a request read while the gateway was stopping is
     // still answered.) Boxed as a `Send` future: without the type spelled out here the
@@ -488,11 +460,11 @@ fn close_lingering(mut tcp: TcpStream) {
 struct Replayed {
     read: BytesMut,
     /// Always there until dropped.
-    io: Option<TcpStream>,
+    io: Option<SendTimeout<TcpStream>>,
 }
 
 impl Replayed {
-    fn io(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+    fn io(&mut self) -> io::Result<Pin<&mut SendTimeout<TcpStream>>> {
         self.io
             .as_mut()
             .map(Pin::new)
@@ -503,7 +475,7 @@ impl Replayed {
 impl Drop for Replayed {
     fn drop(&mut self) {
         if let Some(tcp) = self.io.take() {
-            close_lingering(tcp);
+            close_lingering(tcp.into_inner());
         }
     }
 }
@@ -542,7 +514,7 @@ impl AsyncWrite for Replayed {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.as_ref().is_some_and(TcpStream::is_write_vectored)
+        self.io.as_ref().is_some_and(SendTimeout::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

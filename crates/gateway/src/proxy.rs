@@ -592,7 +592,7 @@ async fn exchange(
 /// The outcome of `work`, or `Err` when `timer`, set for `deadline()`, goes off first. The
 /// timer is set only once `work` has to wait: much work never does, and setting it costs a
 /// clock reading.
-pub(crate) async fn before<F: Future>(
+async fn before<F: Future>(
     mut timer: Pin<&mut Sleep>,
     deadline: impl FnOnce() -> tokio::time::Instant,
     work: F,
@@ -612,7 +612,7 @@ pub(crate) async fn before<F: Future>(
 }
 
 /// [`before`]'s timer went off.
-pub(crate) struct TimedOut;
+struct TimedOut;
 
 /// Answers 101 to the client and, once both sides have switched, copies bytes between the
 /// client's and the upstream's connections until either closes.

@@ -101,7 +101,7 @@ pub async fn start(
     })
 }
 
-/// Serves `router` on `listener` (with `http`'s client header timeout) until `true` is sent
+/// Serves `router` on `listener` (with `http`'s client timeouts) until `true` is sent
 /// on the returned sender; then lets in-flight requests finish for up to `http`'s shutdown
 /// grace, stops the `background` tasks and runs `finish` (delivering pending events, closing
 /// pools). The handle resolves when all is done.
@@ -124,7 +124,7 @@ pub(crate) fn spawn_server(
         listener,
         router,
         shutdown,
-        http.client_header_timeout(),
+        http.client_timeouts(),
     ));
     let grace = std::time::Duration::from_millis(http.shutdown_grace_ms);
     let done = tokio::spawn(async move {

@@ -193,6 +193,9 @@ pub struct HttpSettings {
     /// How long a client may take to send a request's head, and to start its next request
     /// on a kept-alive connection; then the connection closes.
     pub client_header_timeout_ms: u64,
+    /// How long a client may take to accept the next piece of an answer (its receive
+    /// window stays full); then the connection closes.
+    pub client_send_timeout_ms: u64,
 }
 
 /// An address or network whose `X-Forwarded-For` is believed.
@@ -249,6 +252,7 @@ impl Default for HttpSettings {
             rate_limit_per_tenant: RateLimit::PER_TENANT,
             trusted_proxies: Vec::new(),
             client_header_timeout_ms: 30_000,
+            client_send_timeout_ms: 60_000,
         }
     }
 }
@@ -259,9 +263,12 @@ impl HttpSettings {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    /// The client header timeout as a duration.
-    pub fn client_header_timeout(&self) -> Duration {
-        Duration::from_millis(self.client_header_timeout_ms)
+    /// The time limits of a client connection.
+    pub fn client_timeouts(&self) -> crate::http::ClientTimeouts {
+        crate::http::ClientTimeouts {
+            header: Duration::from_millis(self.client_header_timeout_ms),
+            send: Duration::from_millis(self.client_send_timeout_ms),
+        }
     }
 
     /// These settings for a service process behind the gateway: without the rate limits,

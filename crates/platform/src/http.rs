@@ -2,8 +2,11 @@
 //! limits, JSON-only errors, request timeouts, panic containment, and the extractors that
 //! turn bad input into 4xx JSON. [`serve`] speaks HTTP/1.1 and HTTP/2 (h2c) on one port.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -15,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::{HttpSettings, TrustedProxy};
@@ -448,29 +452,29 @@ async fn request_id_and_trace(mut req: Request<Body>, next: Next) -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_with(
         listener,
         router,
         shutdown,
-        HttpSettings::default().client_header_timeout(),
+        HttpSettings::default().client_timeouts(),
     )
     .await
 }
 
-/// [`serve`], closing a connection whose client takes longer than `header_timeout` to send
-/// a request's head or, kept alive, to start its next request ([`hyper_server`]).
+/// [`serve`], closing a connection whose client takes longer than `timeouts` allow to send
+/// a request's head, to start its next request, or to accept a piece of an answer.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    timeouts: ClientTimeouts,
 ) -> std::io::Result<()> {
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt;
 
-    let builder = Arc::new(hyper_server(header_timeout));
+    let builder = Arc::new(hyper_server(timeouts.header));
     accept_until(listener, shutdown, |tcp, peer, stop| {
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -480,11 +484,114 @@ pub async fn serve_with(
         });
         let builder = builder.clone();
         tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            let io = TokioIo::new(SendTimeout::new(tcp, timeouts.send));
+            let connection = builder.serve_connection_with_upgrades(io, service);
             serve_until_stopped(connection, stop).await;
         });
     })
     .await
+}
+
+/// How long a client may take over its part of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    /// To send a request's head, and on a kept-alive connection to start the next one.
+    pub header: Duration,
+    /// To accept the next piece of an answer ([`SendTimeout`]).
+    pub send: Duration,
+}
+
+/// A connection whose writes fail (`TimedOut`) once one has waited `limit` for the peer to
+/// take anything: a client that stops reading a long answer, or whose machine vanished,
+/// fills its receive window, and without a limit the connection — and whatever streams the
+/// answer — would wait for it for ever. hyper has no such limit of its own. Reads pass
+/// through untouched (the header timeout bounds those).
+pub struct SendTimeout<T> {
+    io: T,
+    limit: Duration,
+    /// Armed when a write first has to wait; disarmed by the next write that goes through.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl<T> SendTimeout<T> {
+    /// `io`, each of whose writes may wait up to `limit` for the peer.
+    pub fn new(io: T, limit: Duration) -> SendTimeout<T> {
+        SendTimeout {
+            io,
+            limit,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
+        }
+    }
+
+    /// The connection, without the limit.
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
+    /// Runs one write operation: through when it is ready, else waiting for the peer
+    /// within the limit.
+    fn limited<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>>
+    where
+        T: Unpin,
+    {
+        if let Poll::Ready(done) = write(Pin::new(&mut self.io), cx) {
+            self.armed = false;
+            return Poll::Ready(done);
+        }
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + self.limit;
+            self.timer.as_mut().reset(deadline);
+        }
+        ready!(self.timer.as_mut().poll(cx));
+        Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SendTimeout<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.limited(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.limited(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.limited(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.limited(cx, |io, cx| io.poll_shutdown(cx))
+    }
 }
 
 /// hyper as the platform serves: HTTP/1.1, or HTTP/2 when a connection opens with its
@@ -539,7 +646,7 @@ where
 /// into the connection's task, which lets it go when the connection ends).
 pub async fn accept_until(
     listener: tokio::net::TcpListener,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Future<Output = ()>,
     mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr, tokio::sync::watch::Receiver<bool>),
 ) -> std::io::Result<()> {
     let (stopping, connections) = tokio::sync::watch::channel(false);
@@ -621,34 +728,77 @@ mod tests {
         (raw, started.elapsed())
     }
 
-    #[tokio::test]
-    async fn slow_and_idle_clients_are_closed_after_the_header_timeout() {
-        use tokio::io::AsyncWriteExt;
+    /// [`app`] served on a loopback port with `timeouts`, until the sender is used.
+    async fn served(
+        timeouts: ClientTimeouts,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let timeout = Duration::from_millis(300);
+        let router = app().route(
+            "/download",
+            axum::routing::get(|| async {
+                let mib = Bytes::from(vec![b'x'; 1 << 20]);
+                let chunks = (0..DOWNLOAD_MIB).map(move |_| Ok::<_, std::io::Error>(mib.clone()));
+                Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        );
         let served = tokio::spawn(serve_with(
             listener,
-            app(),
+            router,
             async move {
                 let _ = stopped.await;
             },
-            timeout,
+            timeouts,
         ));
+        (addr, stop, served)
+    }
+
+    const DOWNLOAD_MIB: usize = 64;
+
+    async fn stop_serving(
+        stop: tokio::sync::oneshot::Sender<()>,
+        served: tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("stopped")
+            .expect("join")
+            .expect("served");
+    }
+
+    /// A connection to `addr` on which `bytes` were sent.
+    async fn sent(addr: SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(bytes).await.expect("write");
+        stream
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_are_closed_after_the_header_timeout() {
+        let (addr, stop, served) = served(ClientTimeouts {
+            header: Duration::from_millis(300),
+            send: Duration::from_secs(60),
+        })
+        .await;
         // Half a head, then nothing; and a request answered, then nothing.
-        for sent in [
+        for request in [
             &b"POST /echo HTTP/1.1\r\nhost:"[..],
             &b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
                content-length: 12\r\n\r\n{\"name\":\"a\"}"[..],
         ] {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            stream.write_all(sent).await.expect("write");
+            let mut stream = sent(addr, request).await;
             let (raw, waited) = until_closed(&mut stream).await;
             assert!(waited >= Duration::from_millis(250), "{waited:?}");
-            if sent.ends_with(b"}") {
+            if request.ends_with(b"}") {
                 assert!(
                     raw.starts_with(b"HTTP/1.1 200"),
                     "{}",
@@ -656,12 +806,36 @@ mod tests {
                 );
             }
         }
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(5), served)
-            .await
-            .expect("stopped")
-            .expect("join")
-            .expect("served");
+        stop_serving(stop, served).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_an_answer_is_cut_off_after_the_send_timeout() {
+        let (addr, stop, served) = served(ClientTimeouts {
+            header: Duration::from_secs(30),
+            send: Duration::from_millis(300),
+        })
+        .await;
+        let mut stream = sent(addr, b"GET /download HTTP/1.1\r\nhost: t\r\n\r\n").await;
+        // Reads nothing while the socket buffers fill up and the server's write waits.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (raw, _) = until_closed(&mut stream).await;
+        assert!(
+            raw.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &raw[..raw.len().min(64)]
+        );
+        assert!(
+            raw.len() < DOWNLOAD_MIB << 20,
+            "the whole answer came ({} bytes): the stalled write was never given up",
+            raw.len()
+        );
+        // A client that keeps reading gets it all.
+        let request = b"GET /download HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
+        let mut stream = sent(addr, request).await;
+        let (raw, _) = until_closed(&mut stream).await;
+        assert!(raw.len() > DOWNLOAD_MIB << 20, "{} bytes", raw.len());
+        stop_serving(stop, served).await;
     }
 
     async fn call(
