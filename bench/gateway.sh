@@ -2,13 +2,15 @@
 # build: it uses run.sh's settings and helpers (log, die, wait_quiet, OHA, METATRON, HELPER,
 # RESULTS, and GW_DIR / GW_PIDS for the cleanup). See bench/README.md.
 #
-# Two upstreams, each loaded three ways with the same connections and duration: directly,
-# through Metatron's gateway (`metatron serve --service gateway`) and through nginx:
+# Two upstreams, each loaded four ways with the same connections and duration: directly,
+# through Metatron's gateway (`metatron serve --service gateway`), through nginx as a bare
+# pass-through, and through nginx doing the header work the gateway does on every request
+# (X-Forwarded-For/-Proto/-Host and an X-Request-Id to the upstream, the id in the answer):
 #   static  `metatron-bench static-upstream`: 1 KiB to every request (the proxies' own cost)
 #   auth    `metatron serve --demo`, GET /api/auth/.well-known/jwks.json (a real service)
 #
-# The three paths are loaded in turn, round after round (BENCH_GW_ROUNDS, 9), the proxies
-# in alternating order (gateway first in odd rounds, nginx in even ones): on a shared
+# The four paths are loaded in turn, round after round (BENCH_GW_ROUNDS, 9), the proxies
+# in rotating order (each goes first in every third round): on a shared
 # virtual machine the speed of the cores drifts by tens of percent within a minute, so each
 # figure is the median of its rounds, and the comparison of the proxies is the median of
 # their ratio within each round. Each round loads every path under load
@@ -18,14 +20,16 @@
 #
 # Then the work each proxy does per request, independent of the machine's speed: the
 # user-space instructions per proxied request, counted by valgrind's callgrind over
-# BENCH_GW_COUNTED (3000) requests on one connection, for the gateway and for nginx.
+# BENCH_GW_COUNTED (3000) requests on one connection, for the gateway and for both nginx
+# configurations.
 #
 # The ports lie below Linux's range for outgoing connections (32768–60999), so no client
 # connection of the run itself can hold one when a server is started on it.
 # Settings (environment): BENCH_GW_PORT (28090) for the gateway, BENCH_GW_STATIC_PORT
-# (28091), BENCH_GW_AUTH_PORT (28092), BENCH_GW_NGINX_PORT (28093), BENCH_GW_COUNT_PORT
-# (28094) and BENCH_GW_NGINX_COUNT_PORT (28095) for the counted runs, BENCH_GW_BALANCE
-# (least_outstanding).
+# (28091), BENCH_GW_AUTH_PORT (28092), BENCH_GW_NGINX_PORT (28093),
+# BENCH_GW_NGINX_HEADERS_PORT (28096), BENCH_GW_COUNT_PORT (28094),
+# BENCH_GW_NGINX_COUNT_PORT (28095) and BENCH_GW_NGINX_HEADERS_COUNT_PORT (28097) for the
+# counted runs, BENCH_GW_BALANCE (least_outstanding).
 
 GW_C=${BENCH_GW_CONNECTIONS:-32}
 GW_ROUNDS=${BENCH_GW_ROUNDS:-9}
@@ -38,12 +42,15 @@ GW_PORT=${BENCH_GW_PORT:-28090}
 GW_STATIC_PORT=${BENCH_GW_STATIC_PORT:-28091}
 GW_AUTH_PORT=${BENCH_GW_AUTH_PORT:-28092}
 GW_NGINX_PORT=${BENCH_GW_NGINX_PORT:-28093}
+GW_NGINX_HEADERS_PORT=${BENCH_GW_NGINX_HEADERS_PORT:-28096}
+GW_NGINX_HEADERS_COUNT_PORT=${BENCH_GW_NGINX_HEADERS_COUNT_PORT:-28097}
 GW_BALANCE=${BENCH_GW_BALANCE:-least_outstanding}
 GW_DIR=$(mktemp -d)
 # The directory must be readable by nginx's workers, which drop root for `nobody`.
 chmod 755 "$GW_DIR"
 
-for port in "$GW_PORT" "$GW_STATIC_PORT" "$GW_AUTH_PORT" "$GW_NGINX_PORT" "$GW_COUNT_PORT" "$GW_NGINX_COUNT_PORT"; do
+for port in "$GW_PORT" "$GW_STATIC_PORT" "$GW_AUTH_PORT" "$GW_NGINX_PORT" "$GW_NGINX_HEADERS_PORT" \
+  "$GW_COUNT_PORT" "$GW_NGINX_COUNT_PORT" "$GW_NGINX_HEADERS_COUNT_PORT"; do
   if curl -s -o /dev/null "http://127.0.0.1:$port/"; then die "port $port is taken (see BENCH_GW_* in bench/gateway.sh)"; fi
 done
 
@@ -167,6 +174,25 @@ http {
             proxy_set_header Connection "";
         }
     }
+
+    # The same, doing the gateway's header work: what the client's address, scheme and host
+    # were, and a request id, to the upstream; the id in the answer.
+    server {
+        listen 127.0.0.1:$GW_NGINX_HEADERS_PORT;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto \$scheme;
+        proxy_set_header X-Forwarded-Host \$host;
+        proxy_set_header X-Request-Id \$request_id;
+        add_header X-Request-Id \$request_id always;
+        location /api/static/ {
+            proxy_pass http://static;
+        }
+        location /api/auth/ {
+            proxy_pass http://auth;
+        }
+    }
 }
 EOF
 log "starting $NGINX_VERSION on 127.0.0.1:$GW_NGINX_PORT (not as a daemon: killed at exit)"
@@ -189,13 +215,18 @@ gw_loads() { # connections, seconds, suffix, round
     else
       path=$AUTH_PATH direct=$GW_AUTH_PORT
     fi
-    local order="direct gateway nginx"
-    if ((round % 2 == 0)); then order="direct nginx gateway"; fi
+    local order
+    case $((round % 3)) in
+      1) order="direct gateway nginx nginx-headers" ;;
+      2) order="direct nginx nginx-headers gateway" ;;
+      0) order="direct nginx-headers gateway nginx" ;;
+    esac
     for via in $order; do
       case $via in
         direct) port=$direct ;;
         gateway) port=$GW_PORT ;;
         nginx) port=$GW_NGINX_PORT ;;
+        nginx-headers) port=$GW_NGINX_HEADERS_PORT ;;
       esac
       url="http://127.0.0.1:$port$path"
       curl -sf -o /dev/null "$url" || die "GET $url failed"
@@ -227,7 +258,8 @@ gw_count() { # name, pid, url, file
   log "counting the instructions of $name: $GW_COUNTED requests on one connection"
   "${OHA[@]}" -n "$GW_COUNTED" -c 1 "$url" >"$file.load.json"
   callgrind_control -d "$pid" >/dev/null
-  total=$(awk '/^totals:/ { print $2 }' "$GW_DIR/$name.callgrind.1")
+  # Each dump is a new file (NAME.callgrind.1, .2, …): the newest holds this count.
+  total=$(awk '/^totals:/ { print $2 }' "$(ls -t "$GW_DIR/$name.callgrind."* | head -n 1)")
   [[ -n $total ]] || die "callgrind wrote no totals for $name"
   printf '{"requests": %s, "instructions": %s}\n' "$GW_COUNTED" "$total" >"$file"
 }
@@ -240,6 +272,7 @@ gw_start_counted() { # name, url, command...
 }
 
 sed -e "s/^worker_processes auto;/worker_processes 1;/" -e "s/$GW_NGINX_PORT/$GW_NGINX_COUNT_PORT/" \
+  -e "s/$GW_NGINX_HEADERS_PORT/$GW_NGINX_HEADERS_COUNT_PORT/" \
   -e "s#$GW_DIR/nginx/nginx.pid#$GW_DIR/nginx/nginx-counted.pid#" \
   "$GW_DIR/nginx/nginx.conf" >"$GW_DIR/nginx/nginx-counted.conf"
 wait_quiet "instructions"
@@ -249,8 +282,11 @@ gw_count gateway-counted "$GW_LAST_PID" \
   "http://127.0.0.1:$GW_COUNT_PORT$STATIC_PATH" "$RESULTS/gateway-instructions-gateway.json"
 gw_start_counted nginx-counted "http://127.0.0.1:$GW_NGINX_COUNT_PORT$STATIC_PATH" \
   "$NGINX" -p "$GW_DIR/nginx" -c "$GW_DIR/nginx/nginx-counted.conf" -g 'daemon off; master_process off;'
-gw_count nginx-counted "$GW_LAST_PID" \
+nginx_counted=$GW_LAST_PID
+gw_count nginx-counted "$nginx_counted" \
   "http://127.0.0.1:$GW_NGINX_COUNT_PORT$STATIC_PATH" "$RESULTS/gateway-instructions-nginx.json"
+gw_count nginx-counted "$nginx_counted" \
+  "http://127.0.0.1:$GW_NGINX_HEADERS_COUNT_PORT$STATIC_PATH" "$RESULTS/gateway-instructions-nginx-headers.json"
 
 # --- the gateway run's facts, for the report ----------------------------------------------
 export QUIET COMMAND GW_C GW_BALANCE NGINX_VERSION GW_ROUNDS GW_SECS GW_LATENCY_SECS VALGRIND_VERSION GW_COUNTED
