@@ -272,6 +272,15 @@ pub async fn gateway(config: gateway::Config) -> Running {
     }
 }
 
+/// Waits (up to 5 s) for a gateway told to stop to have stopped, its serve having succeeded.
+pub async fn stopped(done: tokio::task::JoinHandle<std::io::Result<()>>) {
+    tokio::time::timeout(Duration::from_secs(5), done)
+        .await
+        .expect("stopped")
+        .expect("join")
+        .expect("served");
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
