@@ -488,6 +488,7 @@ pub async fn serve_with(
             let connection = builder.serve_connection_with_upgrades(io, service);
             serve_until_stopped(connection, stop).await;
         });
+        None
     })
     .await
 }
@@ -643,11 +644,17 @@ where
 /// Accepts connections on `listener` until `stop`, handing each (TCP_NODELAY set) to
 /// `serve` with its peer and a receiver that turns `true` once the server stops; then closes
 /// the listener and waits until every connection has dropped its receiver (`serve` moves it
-/// into the connection's task, which lets it go when the connection ends).
+/// into the connection's task, which lets it go when the connection ends). When `serve`
+/// returns a pause, the next connection is accepted only after it (meanwhile another
+/// acceptor on the same listener takes it).
 pub async fn accept_until(
     listener: tokio::net::TcpListener,
     stop: impl Future<Output = ()>,
-    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr, tokio::sync::watch::Receiver<bool>),
+    mut serve: impl FnMut(
+        tokio::net::TcpStream,
+        SocketAddr,
+        tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Duration>,
 ) -> std::io::Result<()> {
     let (stopping, connections) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
@@ -668,7 +675,13 @@ pub async fn accept_until(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        serve(tcp, peer, connections.clone());
+        if let Some(pause) = serve(tcp, peer, connections.clone()) {
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
     }
     drop(listener);
     drop(connections);
