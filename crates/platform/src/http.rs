@@ -599,6 +599,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
 /// preface (h2c with prior knowledge). A client that takes longer than `header_timeout` to
 /// send a request's head, or on a kept-alive connection to start its next request, is
 /// disconnected (hyper's header read timeout runs from the moment it waits for a request).
+/// An HTTP/2 connection silent for `header_timeout` is pinged, and closed when the ping is
+/// not answered within `header_timeout` again: a peer that vanished does not hold it for
+/// ever (a live client's HTTP/2 stack answers pings by itself).
 pub fn hyper_server(
     header_timeout: Duration,
 ) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
@@ -609,7 +612,12 @@ pub fn hyper_server(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     // WebSockets over HTTP/2 (RFC 8441) need the extended CONNECT method.
-    builder.http2().enable_connect_protocol();
+    builder
+        .http2()
+        .enable_connect_protocol()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
     builder
 }
 
@@ -819,6 +827,34 @@ mod tests {
                 );
             }
         }
+        stop_serving(stop, served).await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_http2_peer_is_pinged_then_dropped() {
+        let (addr, stop, served) = served(ClientTimeouts {
+            header: Duration::from_millis(300),
+            send: Duration::from_secs(60),
+        })
+        .await;
+        // The HTTP/2 preface and an empty SETTINGS frame, then silence: no request, and no
+        // answer to the server's ping.
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        let mut stream = sent(addr, preface).await;
+        let (raw, waited) = until_closed(&mut stream).await;
+        assert!(waited >= Duration::from_millis(500), "{waited:?}");
+        // The server's frames: SETTINGS first, and a PING (type 6) before it gave up.
+        assert_eq!(raw.get(3), Some(&4), "{raw:?}");
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 9 <= raw.len() {
+            let len = usize::from(raw[at]) << 16
+                | usize::from(raw[at + 1]) << 8
+                | usize::from(raw[at + 2]);
+            frames.push(raw[at + 3]);
+            at += 9 + len;
+        }
+        assert!(frames.contains(&6), "no PING among the frames {frames:?}");
         stop_serving(stop, served).await;
     }
 
