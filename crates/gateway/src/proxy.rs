@@ -491,7 +491,7 @@ async fn exchange(
 
         let outcome = before(
             timer.as_mut(),
-            || deadline,
+            deadline,
             client::send(&upstream, config.connect_timeout(), outgoing),
         )
         .await;
@@ -589,22 +589,21 @@ async fn exchange(
     }
 }
 
-/// The outcome of `work`, or `Err` when `timer`, set for `deadline()`, goes off first. The
-/// timer is set only once `work` has to wait: much work never does, and setting it costs a
-/// clock reading.
+/// The outcome of `work`, or `Err` when `timer`, set for `deadline`, goes off first. The
+/// timer is set only once `work` has to wait: much work never does.
 async fn before<F: Future>(
     mut timer: Pin<&mut Sleep>,
-    deadline: impl FnOnce() -> tokio::time::Instant,
+    deadline: tokio::time::Instant,
     work: F,
 ) -> Result<F::Output, TimedOut> {
     let mut work = std::pin::pin!(work);
-    let mut deadline = Some(deadline);
+    let mut unset = true;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if let Some(deadline) = deadline.take() {
-            timer.as_mut().reset(deadline());
+        if std::mem::take(&mut unset) {
+            timer.as_mut().reset(deadline);
         }
         timer.as_mut().poll(cx).map(|()| Err(TimedOut))
     })
