@@ -122,10 +122,14 @@ impl From<std::io::Error> for Failure {
 /// a new one, and returns the response head; its body streams from the connection, which
 /// goes back to the idle list once the body has ended. After a protocol switch (101) the
 /// body holds the connection for [`UpstreamBody::into_upgraded`].
+///
+/// The `added` fields (the proxy's `X-Forwarded-*`) are written after the request's own:
+/// inserting them into its map would hash and place each, for nothing but this write.
 pub(crate) async fn send(
     upstream: &Arc<Upstream>,
     connect_timeout: Duration,
     request: http::Request<ProxyBody>,
+    added: &[Option<(HeaderName, HeaderValue)>],
 ) -> Result<http::Response<UpstreamBody>, Error> {
     let (mut conn, mut reused) = match open(upstream, connect_timeout).await {
         Ok(opened) => opened,
@@ -139,8 +143,8 @@ pub(crate) async fn send(
             .then(|| Box::new(http::Request::from_parts(parts, body)));
         Error::Exchange(failure, unsent)
     };
-    let mut head = Vec::with_capacity(512);
-    encode_head(&mut head, &parts, &upstream.host, framing);
+    let mut head = crate::reuse::head_buffer();
+    encode_head(&mut head, &parts, added, &upstream.host, framing);
     // A small first chunk that is already there (a JSON document, typically) goes out in
     // the same write as the head.
     let mut pending = None;
@@ -182,6 +186,8 @@ pub(crate) async fn send(
             Err(e) => return Err(failed(Failure::Io(e), parts, body)),
         };
     }
+    // Given back for the next request's head at once: the answer may take a while.
+    drop(head);
     let mut answered_early = false;
     if !body_done {
         // Boxed: a body that outlasts its first chunk is the exception, and the streaming
@@ -195,8 +201,13 @@ pub(crate) async fn send(
         Ok(head) => head,
         Err(failure) => return Err(failed(failure, parts, body)),
     };
-    answer(conn, head, &parts.method, upstream, answered_early)
-        .map_err(|failure| failed(failure, parts, body))
+    match answer(conn, head, &parts.method, upstream, answered_early) {
+        Ok(response) => {
+            crate::reuse::give_back_header_map(parts.headers);
+            Ok(response)
+        }
+        Err(failure) => Err(failed(failure, parts, body)),
+    }
 }
 
 /// An idle connection of this thread to `upstream` (`true`: kept alive from an earlier
@@ -241,11 +252,13 @@ impl BodyFraming {
     }
 }
 
-/// The request line and header fields. Names and values are valid by construction (the
-/// `http` types refuse CR, LF and the like), so nothing can smuggle a field in.
+/// The request line and header fields, the `added` ones after the request's own. Names and
+/// values are valid by construction (the `http` types refuse CR, LF and the like), so
+/// nothing can smuggle a field in.
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
+    added: &[Option<(HeaderName, HeaderValue)>],
     host: &HeaderValue,
     framing: BodyFraming,
 ) {
@@ -260,10 +273,11 @@ fn encode_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::HOST {
-            continue;
-        }
+    let own = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != header::HOST);
+    for (name, value) in own.chain(added.iter().flatten().map(|(name, value)| (name, value))) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -498,7 +512,7 @@ impl FieldSpans {
     /// The fields as a map, cut from `head` (the bytes they were parsed from, starting
     /// where the parsed buffer started), with room for `spare` more.
     pub(crate) fn header_map(&self, head: &Bytes, spare: usize) -> Result<HeaderMap, &'static str> {
-        let mut headers = HeaderMap::with_capacity(self.count + spare);
+        let mut headers = crate::reuse::header_map(self.count + spare);
         for &(name, name_len, value, value_len) in &self.spans[..self.count] {
             let (name, name_len) = (name as usize, name_len as usize);
             let (value, value_len) = (value as usize, value_len as usize);
@@ -1196,6 +1210,7 @@ mod tests {
             encode_head(
                 &mut out,
                 &parts,
+                &[],
                 &HeaderValue::from_static("10.0.0.1:80"),
                 framing,
             );

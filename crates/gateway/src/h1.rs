@@ -213,8 +213,8 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)) else {
         return Parsed::NotOurs;
     };
-    // Room for what the edge and the proxy add: request id and `x-forwarded-*`.
-    let Ok(headers) = spans.header_map(&head, 4) else {
+    // Room for what the edge adds: the request id.
+    let Ok(headers) = spans.header_map(&head, 1) else {
         return Parsed::NotOurs;
     };
     let mut request = Request::new(Body::empty());
@@ -268,6 +268,7 @@ async fn respond(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    crate::reuse::give_back_header_map(parts.headers);
     if !dated {
         out.extend_from_slice(b"date: ");
         http_date(out);

@@ -15,6 +15,7 @@ pub mod config;
 mod h1;
 mod jwks;
 mod proxy;
+mod reuse;
 mod serve;
 pub mod upstream;
 
@@ -177,7 +178,7 @@ impl Gateway {
             .map_err(|e| e.to_string())?;
         let timeout = Duration::from_millis(self.0.config.health_check_timeout_ms);
         let exchange = async {
-            let response = client::send(upstream, self.0.config.connect_timeout(), request)
+            let response = client::send(upstream, self.0.config.connect_timeout(), request, &[])
                 .await
                 .map_err(|e| e.to_string())?;
             if !response.status().is_success() {

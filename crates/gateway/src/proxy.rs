@@ -1,6 +1,7 @@
 //! Forwarding one request: edge checks, header rewriting, the choice of upstream, timeouts,
 //! retries on connect failure, and the streamed response.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -122,6 +123,11 @@ fn is_internal(name: &HeaderName) -> bool {
     name == "x-service-token" || name.starts_with("x-metatron-")
 }
 
+/// The `X-Forwarded-*` fields, which the proxy writes itself: a client's own go.
+fn is_forwarding(name: &HeaderName) -> bool {
+    *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST
+}
+
 /// Whether `name` is one of [`HOP_BY_HOP`]. A name's length rules out nearly every other
 /// field before the comparisons.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -140,7 +146,7 @@ struct RequestFields<'a> {
     forwarded_for: Option<&'a HeaderValue>,
     /// A `Transfer-Encoding` is there.
     chunked: bool,
-    /// Hop-by-hop or internal fields are there, to be removed.
+    /// Hop-by-hop, internal or `X-Forwarded-*` fields are there, to be removed.
     to_strip: bool,
 }
 
@@ -158,6 +164,9 @@ impl<'a> RequestFields<'a> {
                 fields.host = Some(value);
             } else if *name == X_FORWARDED_FOR {
                 fields.forwarded_for = Some(value);
+                fields.to_strip = true;
+            } else if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+                fields.to_strip = true;
             } else if is_hop_by_hop(name) {
                 fields.to_strip = true;
                 if *name == header::UPGRADE {
@@ -201,20 +210,42 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+thread_local! {
+    /// The client address this thread last named in `X-Forwarded-For`, and the value: in a
+    /// row of requests from one address (a load balancer in front, a busy client) the value
+    /// is shared instead of formatted and allocated anew.
+    static LAST_CLIENT: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
 /// `X-Forwarded-For` with `ip` appended to the `previous` list, formatted on the stack (the
-/// header value is the one allocation).
+/// header value is the one allocation, and none when `ip` alone is the value and was the
+/// thread's last).
 fn forwarded_for(previous: Option<&HeaderValue>, ip: &IpAddr) -> Option<HeaderValue> {
+    if previous.is_none() {
+        let last = LAST_CLIENT.with_borrow(|last| {
+            last.as_ref()
+                .filter(|(last, _)| last == ip)
+                .map(|(_, value)| value.clone())
+        });
+        if last.is_some() {
+            return last;
+        }
+    }
     // The longest IPv6 text is 45 bytes.
     let mut buf = [0u8; 64];
     let len = ip_text(ip, &mut buf)?;
-    let ip = &buf[..len];
+    let text = &buf[..len];
     match previous {
-        None => HeaderValue::from_bytes(ip).ok(),
+        None => {
+            let value = HeaderValue::from_bytes(text).ok()?;
+            LAST_CLIENT.set(Some((*ip, value.clone())));
+            Some(value)
+        }
         Some(previous) => {
-            let mut value = Vec::with_capacity(previous.len() + 2 + ip.len());
+            let mut value = Vec::with_capacity(previous.len() + 2 + text.len());
             value.extend_from_slice(previous.as_bytes());
             value.extend_from_slice(b", ");
-            value.extend_from_slice(ip);
+            value.extend_from_slice(text);
             HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
         }
     }
@@ -269,13 +300,13 @@ fn service_of(path: &str) -> Option<&str> {
 
 /// Marks an upstream busy for one attempt; a half-open probe abandoned midway (the client
 /// went away) gives its slot back.
-struct Attempt {
-    upstream: Arc<Upstream>,
+struct Attempt<'a> {
+    upstream: &'a Upstream,
     settled: bool,
 }
 
-impl Attempt {
-    fn new(upstream: Arc<Upstream>) -> Attempt {
+impl Attempt<'_> {
+    fn new(upstream: &Upstream) -> Attempt<'_> {
         upstream.in_flight.fetch_add(1, Ordering::Relaxed);
         Attempt {
             upstream,
@@ -284,7 +315,7 @@ impl Attempt {
     }
 }
 
-impl Drop for Attempt {
+impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !self.settled {
@@ -326,12 +357,12 @@ pub(crate) fn forward<'a>(
 }
 
 /// [`forward`]: `Err` for an answer given before any upstream was tried.
-async fn exchange(
-    gw: &Gateway,
+async fn exchange<'a>(
+    gw: &'a Gateway,
     req: Request,
     client: Option<IpAddr>,
     timer: Timer<'_>,
-) -> Result<(Response, Arc<Upstream>), Response> {
+) -> Result<(Response, &'a Arc<Upstream>), Response> {
     let config = gw.config();
     let (mut parts, body) = req.into_parts();
     // Taken out of `parts` so the path can be borrowed while the rest of `parts` changes.
@@ -388,13 +419,18 @@ async fn exchange(
     // A protocol upgrade (WebSocket) keeps its `Connection: upgrade` and `Upgrade` headers,
     // and the two connections are joined once the upstream answers 101.
     let upgrade = fields.upgrade.cloned();
-    let forwarded = client
-        .as_ref()
-        .and_then(|ip| forwarded_for(fields.forwarded_for, ip));
+    // Without a client address (an in-process caller) the list goes on as it came.
+    let forwarded = match &client {
+        Some(ip) => forwarded_for(fields.forwarded_for, ip),
+        None => fields.forwarded_for.cloned(),
+    };
     let chunked = fields.chunked;
     if fields.to_strip {
-        let internal: Vec<HeaderName> =
-            headers.keys().filter(|n| is_internal(n)).cloned().collect();
+        let internal: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_internal(n) || is_forwarding(n))
+            .cloned()
+            .collect();
         for name in internal {
             headers.remove(&name);
         }
@@ -407,13 +443,12 @@ async fn exchange(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
     }
-    if let Some(forwarded) = forwarded {
-        headers.insert(X_FORWARDED_FOR, forwarded);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
+    // Written after the request's fields (see `client::send`).
+    let added = [
+        forwarded.map(|value| (X_FORWARDED_FOR, value)),
+        Some((X_FORWARDED_PROTO, HeaderValue::from_static("http"))),
+        host.map(|value| (X_FORWARDED_HOST, value)),
+    ];
 
     let path_and_query = uri
         .path_and_query()
@@ -451,16 +486,18 @@ async fn exchange(
     };
     let open_for = Duration::from_millis(config.circuit_open_ms);
     let threshold = config.circuit_failure_threshold;
-    let mut tried = Vec::new();
+    // The upstreams that refused the connection, not to be picked again. (Only filled
+    // when one does: an empty `Vec` costs no allocation.)
+    let mut refused = Vec::new();
     // How often an idempotent request was sent again after its pooled connection broke
     // under it (several idle connections to a dead upstream may each fail once).
     let mut resent = 0;
 
     loop {
-        let (index, upstream) = match pool.pick(&tried) {
+        let (index, upstream) = match pool.pick(&refused) {
             Ok(picked) => picked,
             Err(why) => {
-                let message = match (why, tried.is_empty()) {
+                let message = match (why, refused.is_empty()) {
                     (Unavailable::NoneConfigured, _) => "the service has no upstream",
                     (_, true) => "no upstream of this service is available right now",
                     (_, false) => "the service's upstreams refused the connection",
@@ -472,8 +509,7 @@ async fn exchange(
                 ));
             }
         };
-        tried.push(index);
-        let mut attempt = Attempt::new(upstream.clone());
+        let mut attempt = Attempt::new(upstream);
         let Ok(target) = upstream.target_for(&path_and_query) else {
             return Err(
                 ApiError::bad_request("invalid_path", "the path is not valid").into_response(),
@@ -492,7 +528,7 @@ async fn exchange(
         let outcome = before(
             timer.as_mut(),
             deadline,
-            client::send(&upstream, config.connect_timeout(), outgoing),
+            client::send(upstream, config.connect_timeout(), outgoing, &added),
         )
         .await;
         attempt.settled = true;
@@ -527,9 +563,10 @@ async fn exchange(
                 upstream.failure(threshold, open_for);
                 tracing::warn!(upstream = %upstream.url, error = %e, "cannot connect to upstream");
                 request = Some(*unsent);
+                refused.push(index);
                 let may_retry = retryable
-                    && tried.len() <= config.max_retries as usize
-                    && tried.len() < pool.upstreams.len()
+                    && refused.len() <= config.max_retries as usize
+                    && refused.len() < pool.upstreams.len()
                     && gw.0.retries.take();
                 if may_retry {
                     continue;
@@ -561,7 +598,6 @@ async fn exchange(
                     && gw.0.retries.take()
                 {
                     resent += 1;
-                    tried.pop();
                     continue;
                 }
                 return Ok((

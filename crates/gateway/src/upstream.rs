@@ -39,6 +39,10 @@ pub struct Upstream {
     ready: AtomicBool,
     failures: AtomicU32,
     circuit: Mutex<Circuit>,
+    /// Whether `circuit` is closed: a copy the checks of every request read without taking
+    /// the lock (a lock is a write to memory both cores then pass back and forth). Changed
+    /// only with the lock held, by [`Upstream::set_circuit`].
+    closed: AtomicBool,
     /// Requests sent and waiting for the upstream's answer (its status and headers; a
     /// streamed body no longer counts): what least-outstanding balancing compares.
     pub in_flight: AtomicUsize,
@@ -83,6 +87,7 @@ impl Upstream {
             ready: AtomicBool::new(true),
             failures: AtomicU32::new(0),
             circuit: Mutex::new(Circuit::Closed),
+            closed: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
         })
     }
@@ -129,6 +134,9 @@ impl Upstream {
     /// Takes this upstream for a request when its circuit lets one through; an open
     /// circuit past its cool-down turns half-open and lets exactly this request probe.
     fn try_acquire(&self) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return true;
+        }
         let Ok(mut circuit) = self.circuit.lock() else {
             return false;
         };
@@ -137,7 +145,7 @@ impl Upstream {
             Circuit::HalfOpen => false,
             Circuit::Open(until) if Instant::now() >= until => {
                 tracing::info!(upstream = %self.url, "circuit half-open: probing");
-                *circuit = Circuit::HalfOpen;
+                self.set_circuit(&mut circuit, Circuit::HalfOpen);
                 true
             }
             Circuit::Open(_) => false,
@@ -146,13 +154,26 @@ impl Upstream {
 
     /// Records a successful exchange: closes the circuit.
     pub fn success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
+        // Written only when it changes: most requests succeed, and a write takes the
+        // memory away from the other cores.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         if let Ok(mut circuit) = self.circuit.lock() {
             if *circuit != Circuit::Closed {
                 tracing::info!(upstream = %self.url, "circuit closed");
-                *circuit = Circuit::Closed;
+                self.set_circuit(&mut circuit, Circuit::Closed);
             }
         }
+    }
+
+    /// Moves the circuit (locked as `circuit`) to `to`.
+    fn set_circuit(&self, circuit: &mut Circuit, to: Circuit) {
+        *circuit = to;
+        self.closed.store(to == Circuit::Closed, Ordering::Relaxed);
     }
 
     /// Records a failure; opens the circuit after `threshold` in a row (at once when the
@@ -167,7 +188,7 @@ impl Upstream {
             };
             if open {
                 tracing::warn!(upstream = %self.url, failures, "circuit open");
-                *circuit = Circuit::Open(Instant::now() + open_for);
+                self.set_circuit(&mut circuit, Circuit::Open(Instant::now() + open_for));
             }
         }
     }
@@ -176,7 +197,7 @@ impl Upstream {
     pub fn release_probe(&self) {
         if let Ok(mut circuit) = self.circuit.lock() {
             if *circuit == Circuit::HalfOpen {
-                *circuit = Circuit::Open(Instant::now());
+                self.set_circuit(&mut circuit, Circuit::Open(Instant::now()));
             }
         }
     }
@@ -184,11 +205,12 @@ impl Upstream {
     /// Whether requests would be let through now (health check passed, circuit not open).
     pub fn available(&self) -> bool {
         self.is_ready()
-            && match self.circuit.lock().map(|c| *c) {
-                Ok(Circuit::Closed) => true,
-                Ok(Circuit::Open(until)) => Instant::now() >= until,
-                _ => false,
-            }
+            && (self.closed.load(Ordering::Relaxed)
+                || match self.circuit.lock().map(|c| *c) {
+                    Ok(Circuit::Closed) => true,
+                    Ok(Circuit::Open(until)) => Instant::now() >= until,
+                    _ => false,
+                })
     }
 
     /// The upstream's state for `GET /health`.
@@ -236,12 +258,17 @@ impl Pool {
     /// Picks an upstream among those that are ready and whose circuit lets a request
     /// through, skipping the indexes in `tried`: the next in turn (round-robin), or the one
     /// with the fewest requests in flight, ties broken in turn (least outstanding).
-    pub fn pick(&self, tried: &[usize]) -> Result<(usize, Arc<Upstream>), Unavailable> {
+    pub fn pick(&self, tried: &[usize]) -> Result<(usize, &Arc<Upstream>), Unavailable> {
         let n = self.upstreams.len();
         if n == 0 {
             return Err(Unavailable::NoneConfigured);
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // (With one upstream there are no turns to take: no shared counter to write.)
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
         let in_turn = (0..n)
             .map(|i| (start + i) % n)
             .filter(|index| !tried.contains(index));
@@ -250,7 +277,7 @@ impl Pool {
                 for index in in_turn {
                     let upstream = &self.upstreams[index];
                     if upstream.is_ready() && upstream.try_acquire() {
-                        return Ok((index, upstream.clone()));
+                        return Ok((index, upstream));
                     }
                 }
             }
@@ -271,7 +298,7 @@ impl Pool {
                     let Some(index) = best else { break };
                     let upstream = &self.upstreams[index];
                     if upstream.try_acquire() {
-                        return Ok((index, upstream.clone()));
+                        return Ok((index, upstream));
                     }
                     refused.push(index);
                 }

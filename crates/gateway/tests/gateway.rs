@@ -26,6 +26,8 @@ async fn routes_by_service_and_rewrites_headers() {
             .header("x-custom", "secret")
             .header("x-request-id", "abc-123")
             .header("x-forwarded-for", "10.0.0.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "spoofed.example")
             .send()
             .await
             .expect("send"),

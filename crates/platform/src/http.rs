@@ -396,13 +396,17 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 /// The request's id, which `headers` then carry: the incoming `x-request-id` when it is a
 /// sensible token (up to 128 of `[A-Za-z0-9-_.:]`), otherwise a new one in its place.
 pub fn ensure_request_id(headers: &mut axum::http::HeaderMap) -> HeaderValue {
-    match headers.get(REQUEST_ID_HEADER) {
-        Some(v) if valid_request_id(v) => v.clone(),
-        _ => {
+    // One lookup for both the check and the insertion.
+    match headers.entry(REQUEST_ID_HEADER) {
+        axum::http::header::Entry::Occupied(given) if valid_request_id(given.get()) => {
+            given.get().clone()
+        }
+        axum::http::header::Entry::Occupied(mut given) => {
             let id = new_request_id();
-            headers.insert(REQUEST_ID_HEADER, id.clone());
+            given.insert(id.clone());
             id
         }
+        axum::http::header::Entry::Vacant(none) => none.insert(new_request_id()).clone(),
     }
 }
 
@@ -410,13 +414,17 @@ pub fn ensure_request_id(headers: &mut axum::http::HeaderMap) -> HeaderValue {
 /// thread's generator instead of the operating system's (`ids::new_id` makes a system call
 /// per id, which shows at tens of thousands of requests a second). Request ids are
 /// correlation handles, not secrets.
+///
+/// The value owns its text in one allocation, shared by its clones (the request's and the
+/// answer's): text copied into a value is a second allocation at its first clone.
 fn new_request_id() -> HeaderValue {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let id = uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid();
-    let mut buf = uuid::Uuid::encode_buffer();
-    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from_owner(text))
         .unwrap_or(HeaderValue::from_static("invalid"))
 }
 

@@ -48,11 +48,15 @@ async fn echo(State(u): State<Shared>, req: Request) -> Response {
     if req.method() == axum::http::Method::POST {
         u.posts.fetch_add(1, Ordering::SeqCst);
     }
-    let headers: BTreeMap<String, String> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
-        .collect();
+    // A field sent more than once shows all its values, joined as HTTP joins them.
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        let value = value.to_str().unwrap_or("?");
+        headers
+            .entry(name.to_string())
+            .and_modify(|values| *values = format!("{values}, {value}"))
+            .or_insert_with(|| value.to_string());
+    }
     let mut response = Json(json!({
         "upstream": u.name,
         "method": req.method().as_str(),
