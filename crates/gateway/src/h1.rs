@@ -130,10 +130,8 @@ pub(crate) async fn serve(
             }
         };
         let head_only = request.method() == Method::HEAD;
-        let Ok(response) = front
-            .clone()
-            .serve(request, Some(peer), Some(timer.as_mut()))
-            .await;
+        // (Borrowed, not cloned: a clone per request writes to memory both cores share.)
+        let Ok(response) = front.serve(request, Some(peer), Some(timer.as_mut())).await;
         let close = close || *stop.borrow();
         match respond(&mut tcp, &mut out, response, head_only, close).await {
             Ok(true) => {}
@@ -414,7 +412,8 @@ async fn hand_over(
     stop: watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        front.clone().serve(req.map(Body::new), Some(peer), None)
+        let front = front.clone();
+        async move { front.serve(req.map(Body::new), Some(peer), None).await }
     });
     let replayed = Replayed {
         read,

@@ -266,7 +266,7 @@ impl Front {
     /// client as `ConnectInfo` instead); a proxied request's exchange is bounded by `timer`
     /// when its connection has one ([`proxy::Timer`]).
     async fn serve(
-        self,
+        &self,
         mut req: Request,
         peer: Option<SocketAddr>,
         timer: proxy::Timer<'_>,
@@ -283,7 +283,8 @@ impl Front {
                 )
             });
         let (mut response, upstream) = if self.direct && proxy::is_proxied(req.uri().path()) {
-            contain_panics(proxy::forward(&self.gateway, req, peer, timer)).await
+            let named = logged.is_some();
+            contain_panics(proxy::forward(&self.gateway, req, peer, timer, named)).await
         } else {
             if let Some(peer) = peer {
                 req.extensions_mut().insert(ConnectInfo(peer));
@@ -291,7 +292,12 @@ impl Front {
             // Boxed: the router's future is large, and inline it would enlarge every
             // proxied request's future too.
             let response = contain_panics(Box::pin(async {
-                let response = self.pages.oneshot(req).await.unwrap_or_else(|e| match e {});
+                let response = self
+                    .pages
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|e| match e {});
                 (response, None)
             }))
             .await
@@ -332,7 +338,8 @@ impl tower::Service<Request> for Front {
 
     fn call(&mut self, req: Request) -> Self::Future {
         let peer = platform::http::peer_addr(&req);
-        Box::pin(self.clone().serve(req, peer, None))
+        let front = self.clone();
+        Box::pin(async move { front.serve(req, peer, None).await })
     }
 }
 
@@ -377,7 +384,7 @@ fn json_method_not_allowed(response: Response) -> Response {
 /// or a path that names no service, which it answers 404).
 async fn proxied(State(gw): State<Gateway>, req: Request) -> Response {
     let peer = platform::http::peer_addr(&req);
-    let (mut response, upstream) = proxy::forward(&gw, req, peer, None).await;
+    let (mut response, upstream) = proxy::forward(&gw, req, peer, None, true).await;
     if let Some(upstream) = upstream {
         response.extensions_mut().insert(ServedBy(upstream));
     }

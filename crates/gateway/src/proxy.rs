@@ -340,18 +340,22 @@ pub(crate) fn is_proxied(path: &str) -> bool {
 pub(crate) type Timer<'t> = Option<Pin<&'t mut Sleep>>;
 
 /// Forwards `req` from `peer` (absent for an in-process caller: no client to limit or
-/// name) to an upstream of its service; the answer, and the upstream that gave it (or
-/// failed to) for the access log. (Not an `async fn`, which would add a state of its own
-/// around the exchange's: every byte of a request's future is moved several times.)
+/// name) to an upstream of its service; the answer, and when `named` the upstream that gave
+/// it (or failed to) for the access log. (Not an `async fn`, which would add a state of its
+/// own around the exchange's: every byte of a request's future is moved several times.)
+///
+/// (Naming the upstream shares its label: a write to memory both cores then pass back and
+/// forth, for nothing when no access log is written.)
 pub(crate) fn forward<'a>(
     gw: &'a Gateway,
     req: Request,
     peer: Option<SocketAddr>,
     timer: Timer<'a>,
+    named: bool,
 ) -> impl Future<Output = (Response, Option<Arc<str>>)> + Send + 'a {
     use futures_util::FutureExt;
-    exchange(gw, req, peer.map(|a| a.ip()), timer).map(|outcome| match outcome {
-        Ok((response, upstream)) => (response, Some(upstream.label.clone())),
+    exchange(gw, req, peer.map(|a| a.ip()), timer).map(move |outcome| match outcome {
+        Ok((response, upstream)) => (response, named.then(|| upstream.label.clone())),
         Err(refused) => (refused, None),
     })
 }
