@@ -165,7 +165,7 @@ impl<'a> RequestFields<'a> {
             } else if *name == X_FORWARDED_FOR {
                 fields.forwarded_for = Some(value);
                 fields.to_strip = true;
-            } else if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+            } else if is_forwarding(name) {
                 fields.to_strip = true;
             } else if is_hop_by_hop(name) {
                 fields.to_strip = true;
