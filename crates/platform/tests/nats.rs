@@ -219,6 +219,12 @@ async fn a_restarted_consumer_resumes_from_its_durable_position() {
     // Let the acks reach the server, then stop the consumer (a process restart).
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.stop();
+    // The stopped consumer's last pull request (it waits up to 1 s for a message) may still
+    // be registered at the server until its unsubscribe arrives: a message published into
+    // that window goes to it and comes back only after the 30 s ack wait. A process that
+    // exits closes its connection and leaves no such request; here the connection lives on,
+    // so the test lets that request expire first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Published while no consumer runs.
     events.extend(record_events(&f.db, 3).await);
