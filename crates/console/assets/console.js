@@ -58,10 +58,12 @@
         var type = res.headers.get("content-type") || "";
         // A login page or an error instead of the stream: the session ended; stop.
         if (!res.ok || type.indexOf("text/event-stream") !== 0 || !res.body) return;
+        // From here on every new entry arrives (styles and tests can tell the tail is live).
+        body.setAttribute("data-connected", "");
         var reader = res.body.getReader(), decoder = new TextDecoder(), buffer = "";
         function pump() {
           return reader.read().then(function (chunk) {
-            if (chunk.done) { connect(1000); return; }
+            if (chunk.done) { body.removeAttribute("data-connected"); connect(1000); return; }
             buffer += decoder.decode(chunk.value, { stream: true });
             var blocks = buffer.split("\n\n");
             buffer = blocks.pop();

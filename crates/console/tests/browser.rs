@@ -238,7 +238,7 @@ async fn the_console_in_chromium() {
     t.shot("clients").await;
     // The audit page's live tail shows a login made meanwhile, without a reload.
     t.go("/console/audit").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.expect("data-connected").await;
     let login = reqwest::Client::new()
         .post(format!("{}/api/auth/login", t.base))
         .json(&json!({"username": "john.doe@demo.com", "password": "demo123"}))

@@ -361,15 +361,15 @@ mod tests {
         assert_eq!(u.host, "127.0.0.1:1");
         for _ in 0..3 {
             assert!(u.try_acquire());
-            u.failure(3, Duration::from_millis(30));
+            u.failure(3, Duration::from_millis(500));
         }
         assert!(!u.try_acquire(), "open");
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(550));
         assert!(u.try_acquire(), "half-open probe");
         assert!(!u.try_acquire(), "only one probe");
-        u.failure(3, Duration::from_millis(30));
+        u.failure(3, Duration::from_millis(500));
         assert!(!u.try_acquire(), "re-opened by the failed probe");
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(550));
         assert!(u.try_acquire());
         u.success();
         assert!(u.try_acquire() && u.try_acquire(), "closed");

@@ -44,9 +44,10 @@ async fn counting(
     (addr, hits)
 }
 
-/// Sends `n` requests one after the other without waiting for their answers, each once the
-/// previous one has reached an upstream (so each pick sees the in-flight counts the earlier
-/// ones left). Returns how many reached the slow and the fast upstream.
+/// Sends `n` requests one after the other, each once the previous one has reached an
+/// upstream and, if that was the fast one, been answered (so each pick sees the in-flight
+/// counts the earlier ones left: the slow upstream's requests are held until the end).
+/// Returns how many reached the slow and the fast upstream.
 async fn spread(balance: Balance, n: usize) -> (usize, usize) {
     let (release, held) = tokio::sync::watch::channel(false);
     let (slow, slow_hits) = counting(Some(held)).await;
@@ -57,8 +58,8 @@ async fn spread(balance: Balance, n: usize) -> (usize, usize) {
     let client = common::client();
     let mut answers = Vec::new();
     for i in 1..=n {
-        let request = client.get(format!("{}/api/svc/work", gw.base)).send();
-        answers.push(tokio::spawn(request));
+        let fast_before = fast_hits.load(Ordering::SeqCst);
+        let request = tokio::spawn(client.get(format!("{}/api/svc/work", gw.base)).send());
         let arrived = async {
             while slow_hits.load(Ordering::SeqCst) + fast_hits.load(Ordering::SeqCst) < i {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -67,8 +68,18 @@ async fn spread(balance: Balance, n: usize) -> (usize, usize) {
         tokio::time::timeout(Duration::from_secs(10), arrived)
             .await
             .expect("the request reaches an upstream");
-        // Let a fast answer travel back, so that its upstream counts as idle again.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        if fast_hits.load(Ordering::SeqCst) > fast_before {
+            // A fast answer: once it is back, its upstream counts as idle again (the
+            // gateway stops counting a request when the upstream's answer arrives).
+            let response = tokio::time::timeout(Duration::from_secs(10), request)
+                .await
+                .expect("the fast upstream answers")
+                .expect("task")
+                .expect("answer");
+            assert_eq!(response.status(), StatusCode::OK);
+        } else {
+            answers.push(request);
+        }
     }
     let counts = (
         slow_hits.load(Ordering::SeqCst),

@@ -238,7 +238,9 @@ async fn a_request_read_while_the_gateway_stops_is_still_answered() {
         let gw = gateway(config(&[("a", vec![url(a)])])).await;
         // Half a head (with a body to come: hyper's request), then the stop, then the rest.
         let mut stream = send(&gw, b"POST /api/a/count HTTP/1.1\r\nhost: t\r\ncontent-le").await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Time for the gateway's new threads to take the connection and read the half head
+        // (a connection still waiting to be taken is closed by the stop, rightly).
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let _ = gw.stop.send(());
         tokio::time::sleep(Duration::from_millis(50)).await;
         stream

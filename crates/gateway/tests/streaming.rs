@@ -90,10 +90,18 @@ async fn a_64_mib_download_streams_to_the_client() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
-    let (a, _) = upstream("a").await;
+    let (a, state) = upstream("a").await;
     let gw = gateway(config(&[("a", vec![url(a)])])).await;
     let slow = tokio::spawn(client().get(format!("{}/api/a/slow", gw.base)).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight: the upstream has it (and takes 3 s to answer).
+    let arrived = async {
+        while state.hits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), arrived)
+        .await
+        .expect("the request reaches the upstream");
     let _ = gw.stop.send(());
     let response = slow.await.expect("join").expect("response");
     assert_eq!(response.status(), StatusCode::OK);

@@ -1123,8 +1123,10 @@ async fn every_main_page_is_fast_and_small() {
         times.sort();
         let median = times[times.len() / 2];
         assert!(size < 100 * 1024, "{path}: {size} bytes");
-        // Generous for debug builds on a shared machine; release numbers are in the docs.
-        assert!(median < Duration::from_millis(250), "{path}: {median:?}");
+        // Generous for debug builds on a shared, loaded machine (the whole suite runs at
+        // once): it catches a page gone slow by an order of magnitude; release numbers are
+        // in the docs.
+        assert!(median < Duration::from_millis(1_000), "{path}: {median:?}");
         report.push(format!(
             "{who:<10} {path:<60} median {median:>10.2?}  {size:>6} bytes"
         ));

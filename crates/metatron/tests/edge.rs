@@ -71,7 +71,8 @@ async fn all_in_one_answers_429_with_retry_after_past_the_per_ip_limit() {
         .expect("text")
         .parse()
         .expect("seconds");
-    assert_eq!(retry_after, 2, "one token at 0.5/s");
+    // One token at 0.5/s: 2 s after the last refill, less the time the requests took.
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
     assert!(response.headers().contains_key("x-request-id"));
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "rate_limited");

@@ -388,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_or_broken_remote_export_ends_in_an_error() {
         // The service sends part of the export, then nothing for longer than the timeout.
-        let (feed, remote) = serve_remote(Duration::from_millis(300)).await;
+        let (feed, remote) = serve_remote(Duration::from_millis(1_000)).await;
         feed.send(chunk("{\"rows\":[")).expect("feed");
         let mut export = remote.export_tenant(TENANT).await.expect("export starts");
         read_until(&mut export, "{\"rows\":[").await;

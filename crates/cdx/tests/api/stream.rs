@@ -526,13 +526,13 @@ async fn a_slow_client_is_dropped_without_blocking_the_writer() {
 #[tokio::test]
 async fn a_stream_outlives_the_request_timeout() {
     let http = HttpSettings {
-        request_timeout_ms: 300,
+        request_timeout_ms: 1_000,
         ..Default::default()
     };
     let app = quiet(spawn_app_with(http, AuditSettings::default()).await).await;
     let mut stream = open(&app, "/api/cdx/stream", &app.token, &[]).await;
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
         let e = publish(&app, None, "crm.customer.created").await;
         let got = stream.next().await.expect("still streaming");
         assert_eq!(got.json()["id"], e.id.as_str());

@@ -317,17 +317,18 @@ impl App {
 
     /// Events the CRM emitted so far of `event_type`, after delivery.
     pub async fn events_of(&self, event_type: &str) -> Vec<Event> {
-        for _ in 0..100 {
-            let pending: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
-                    .fetch_one(self.db.reader())
-                    .await
-                    .expect("outbox");
+        let mut pending = 0;
+        for _ in 0..500 {
+            pending = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+                .fetch_one(self.db.reader())
+                .await
+                .expect("outbox");
             if pending == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(pending, 0i64, "events still undelivered after 10 s");
         self.events
             .lock()
             .expect("events")

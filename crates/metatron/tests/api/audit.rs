@@ -7,7 +7,7 @@ use crate::common::{TestApp, ADMIN, SUPERADMIN, USER};
 
 /// Audit entries matching `query`, waiting briefly for the relay.
 async fn audit(app: &TestApp, token: &str, query: &str, at_least: usize) -> Vec<Value> {
-    for _ in 0..50 {
+    for _ in 0..500 {
         let (status, page) = app
             .call(
                 Method::GET,

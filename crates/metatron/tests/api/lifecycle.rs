@@ -35,7 +35,8 @@ async fn events_recorded_on_suspension_and_deletion_leave_without_waiting_for_th
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let revoked = format!("/api/cdx/audit?action=auth.session.revoked&tenant={tenant}");
-    let audited = within(Duration::from_secs(2), || async {
+    // Well within the 60 s poll, with room for a loaded machine.
+    let audited = within(Duration::from_secs(15), || async {
         let (_, audit) = app.call(Method::GET, &revoked, Some(&root), None).await;
         audit["items"]
             .as_array()
@@ -45,12 +46,12 @@ async fn events_recorded_on_suspension_and_deletion_leave_without_waiting_for_th
     .await;
     assert!(
         audited.is_some(),
-        "auth's revocations of the suspended tenant's sessions are not audited within 2 s"
+        "auth's revocations of the suspended tenant's sessions are not audited within 15 s"
     );
 
-    // Every service's purge report (auth's and the CRM's events) arrives within 2 s.
+    // Every service's purge report (auth's and the CRM's events) arrives without the poll.
     let report = app
-        .delete_tenant(&root, "demo", Duration::from_secs(2))
+        .delete_tenant(&root, "demo", Duration::from_secs(15))
         .await;
     assert_eq!(
         report["services"].as_array().map(Vec::len),
@@ -113,7 +114,7 @@ async fn deleting_a_tenant_leaves_no_row_of_it_in_any_service_database() {
         );
     }
 
-    app.delete_tenant(&root, &tenant.slug, Duration::from_secs(5))
+    app.delete_tenant(&root, &tenant.slug, Duration::from_secs(30))
         .await;
     // Every event the purges recorded is delivered (and gone from the outboxes).
     app.app().flush_events().await.expect("events delivered");

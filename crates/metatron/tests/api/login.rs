@@ -221,7 +221,7 @@ async fn throttling_locks_an_account_with_retry_after() {
     // The refused attempt is audited, without extending the lockout.
     let root = app.token(crate::common::SUPERADMIN).await;
     let mut throttled = false;
-    for _ in 0..50 {
+    for _ in 0..500 {
         let (_, page) = app
             .call(
                 Method::GET,
