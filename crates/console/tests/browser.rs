@@ -149,13 +149,31 @@ impl Tour {
 
     /// Waits until the page shows `text` (a submitted form's answer may still be loading).
     async fn expect(&self, text: &str) {
+        self.wait_for(text, |source| source.contains(text)).await;
+    }
+
+    /// Waits (5 s at most) until `found` holds for the page's source; `what` names it.
+    async fn wait_for(&self, what: &str, found: impl Fn(&str) -> bool) {
         for _ in 0..50 {
-            if self.source().await.contains(text) {
+            if found(&self.source().await) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the page never showed {text:?}: {}", self.source().await);
+        panic!("the page never showed {what:?}: {}", self.source().await);
+    }
+
+    /// Waits until a row the live tail added (not one the page was served with) shows
+    /// `text`: an entry committed earlier may arrive live too.
+    async fn expect_live(&self, text: &str) {
+        let live_row = |source: &str| {
+            source
+                .split(r#"<tr class="live">"#)
+                .skip(1)
+                .any(|row| row.split("</tr>").next().is_some_and(|r| r.contains(text)))
+        };
+        self.wait_for(&format!("a live row with {text}"), live_row)
+            .await;
     }
 
     async fn path(&self) -> String {
@@ -246,7 +264,7 @@ async fn the_console_in_chromium() {
         .await
         .expect("login");
     assert!(login.status().is_success());
-    t.expect(r#"<tr class="live">"#).await;
+    t.expect_live("auth.login.succeeded").await;
     t.shot("audit").await;
     t.logout().await;
 
