@@ -3,27 +3,19 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{TestApp, ADMIN, SUPERADMIN, USER};
+use crate::common::{within, TestApp, ADMIN, SUPERADMIN, USER};
 
-/// Audit entries matching `query`, waiting briefly for the relay.
+/// Audit entries matching `query`, waiting (10 s at most) for the relay.
 async fn audit(app: &TestApp, token: &str, query: &str, at_least: usize) -> Vec<Value> {
-    for _ in 0..500 {
-        let (status, page) = app
-            .call(
-                Method::GET,
-                &format!("/api/cdx/audit?{query}"),
-                Some(token),
-                None,
-            )
-            .await;
+    let path = format!("/api/cdx/audit?{query}");
+    within(std::time::Duration::from_secs(10), || async {
+        let (status, page) = app.call(Method::GET, &path, Some(token), None).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let items = page["items"].as_array().expect("items").clone();
-        if items.len() >= at_least {
-            return items;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {at_least} audit entries for {query}");
+        (items.len() >= at_least).then_some(items)
+    })
+    .await
+    .unwrap_or_else(|| panic!("fewer than {at_least} audit entries for {query}"))
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{TestApp, ADMIN, SUPERADMIN, USER};
+use crate::common::{within, TestApp, ADMIN, SUPERADMIN, USER};
 
 #[tokio::test]
 async fn each_demo_role_logs_in_and_sees_itself() {
@@ -220,8 +220,7 @@ async fn throttling_locks_an_account_with_retry_after() {
     assert_eq!(status, StatusCode::OK);
     // The refused attempt is audited, without extending the lockout.
     let root = app.token(crate::common::SUPERADMIN).await;
-    let mut throttled = false;
-    for _ in 0..500 {
+    let throttled = within(std::time::Duration::from_secs(10), || async {
         let (_, page) = app
             .call(
                 Method::GET,
@@ -230,17 +229,18 @@ async fn throttling_locks_an_account_with_retry_after() {
                 None,
             )
             .await;
-        throttled = page["items"]
+        page["items"]
             .as_array()
             .expect("items")
             .iter()
-            .any(|e| e["detail"]["reason"] == "throttled");
-        if throttled {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(throttled, "a throttled attempt leaves an audit entry");
+            .any(|e| e["detail"]["reason"] == "throttled")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        throttled.is_some(),
+        "a throttled attempt leaves an audit entry"
+    );
     let (failures,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM login_attempts WHERE succeeded = 0")
             .fetch_one(

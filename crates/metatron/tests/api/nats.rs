@@ -4,7 +4,7 @@
 use platform::events::nats::{Nats, Transport};
 use reqwest::{Method, StatusCode};
 
-use crate::common::{TestApp, SUPERADMIN};
+use crate::common::{within, TestApp, SUPERADMIN};
 
 #[tokio::test]
 async fn a_tenant_created_in_cdx_reaches_auth_through_nats() {
@@ -28,8 +28,7 @@ async fn a_tenant_created_in_cdx_reaches_auth_through_nats() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // CDX's audit consumer got auth's event through NATS too.
-    let mut audited = false;
-    for _ in 0..500 {
+    let audited = within(std::time::Duration::from_secs(10), || async {
         let (status, page) = app
             .call(
                 Method::GET,
@@ -40,13 +39,13 @@ async fn a_tenant_created_in_cdx_reaches_auth_through_nats() {
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let items = page["items"].as_array().expect("items").clone();
-        if items.iter().any(|e| e["target"] == user["id"]) {
-            audited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(audited, "auth.user.created reached the audit log");
+        items
+            .iter()
+            .any(|e| e["target"] == user["id"])
+            .then_some(())
+    })
+    .await;
+    assert!(audited.is_some(), "auth.user.created reached the audit log");
 
     let settings = app.settings.events.clone();
     app.stop().await;
@@ -96,8 +95,7 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_is_back()
 
     // NATS back: the waiting event reaches the audit log.
     let app = TestApp::spawn_on(dbs, settings.clone()).await;
-    let mut audited = false;
-    for _ in 0..300 {
+    let audited = within(std::time::Duration::from_secs(15), || async {
         let (status, page) = app
             .call(
                 Method::GET,
@@ -107,17 +105,14 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_is_back()
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        if page["items"]
+        page["items"]
             .as_array()
             .is_some_and(|items| items.iter().any(|e| e["target"] == client["id"]))
-        {
-            audited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            .then_some(())
+    })
+    .await;
     assert!(
-        audited,
+        audited.is_some(),
         "the event written while NATS was down was delivered"
     );
     app.stop().await;

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{TestApp, SUPERADMIN};
+use crate::common::{within, TestApp, SUPERADMIN};
 
 pub(crate) async fn create_with_admin(
     app: &TestApp,
@@ -311,8 +311,7 @@ async fn a_tenant_exports_its_data_from_every_service_without_secrets() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let mut audited = false;
-    for _ in 0..500 {
+    let audited = within(std::time::Duration::from_secs(10), || async {
         let (_, audit) = app
             .call(
                 Method::GET,
@@ -321,14 +320,11 @@ async fn a_tenant_exports_its_data_from_every_service_without_secrets() {
                 None,
             )
             .await;
-        if audit["items"]
+        audit["items"]
             .as_array()
             .is_some_and(|items| !items.is_empty())
-        {
-            audited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(audited);
+            .then_some(())
+    })
+    .await;
+    assert!(audited.is_some());
 }
