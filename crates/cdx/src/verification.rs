@@ -208,8 +208,11 @@ impl Verifications {
 
     /// The newest verdict, the run in progress and the newest failure.
     pub(crate) async fn status(&self) -> Result<VerificationStatus, ApiError> {
-        let (verdict, failure) = store::latest_verifications(self.db.reader()).await?;
+        // The run in progress is read first: a run that ends between the two reads is then
+        // in both (running, and its verdict), never in neither (as read the other way round:
+        // no verdict yet, and no longer running).
         let running = store::running(self.db.reader()).await?;
+        let (verdict, failure) = store::latest_verifications(self.db.reader()).await?;
         let stale_before = Timestamp::now().millis() - millis(STALE_AFTER);
         let latest = verdict.map(completed).transpose()?;
         // A run that stopped beating is reported as what it is; the next start closes it.
