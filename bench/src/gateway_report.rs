@@ -141,7 +141,7 @@ fn per_round(p: &Paths, nginx: &[Load], f: impl Fn(&Load, &Load, &Load) -> f64) 
     (median(values), min, max)
 }
 
-/// The share of CPU time the hypervisor took during the loads (in %): "min–max %".
+/// The share of CPU time the hypervisor took during the loads: "none" or "min–max %".
 fn steal_range(dir: &Path, rounds: usize) -> anyhow::Result<String> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -153,7 +153,11 @@ fn steal_range(dir: &Path, rounds: usize) -> anyhow::Result<String> {
     anyhow::ensure!(all.len() >= rounds, "steal figures are missing");
     let min = all.iter().copied().fold(f64::INFINITY, f64::min);
     let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Ok(format!("{min:.0}–{max:.0} %"))
+    Ok(if max < 0.5 {
+        "none".to_string()
+    } else {
+        format!("{min:.0}–{max:.0} %")
+    })
 }
 
 /// User-space instructions per request of `via` (`gateway` or a [`REFERENCES`] label).
