@@ -411,9 +411,16 @@ async fn hand_over(
     hyper: Hyper,
     stop: watch::Receiver<bool>,
 ) {
+    let idle_limit = front.gateway.config().client_header_timeout();
+    let in_flight = platform::http::InFlight::new();
+    let counted = in_flight.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let front = front.clone();
-        async move { front.serve(req.map(Body::new), Some(peer), None).await }
+        let busy = counted.begin();
+        async move {
+            let Ok(response) = front.serve(req.map(Body::new), Some(peer), None).await;
+            Ok::<_, std::convert::Infallible>(busy.answer(response))
+        }
     });
     let replayed = Replayed {
         read,
@@ -425,8 +432,9 @@ async fn hand_over(
     // (Polled before the stop signal: a request read while the gateway was stopping is
     // still answered.) Boxed as a `Send` future: without the type spelled out here the
     // compiler cannot prove the generic future `Send` for the connection's task.
-    let serving: Pin<Box<dyn Future<Output = ()> + Send>> =
-        Box::pin(platform::http::serve_until_stopped(connection, stop));
+    let serving: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(
+        platform::http::serve_until_stopped(connection, stop, in_flight, idle_limit),
+    );
     serving.await;
 }
 

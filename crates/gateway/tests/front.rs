@@ -281,6 +281,38 @@ async fn idle_slow_and_stalled_clients_are_timed_out() {
         );
     }
 
+    // The same for HTTP/2, whose client stack answers the gateway's pings by itself: a
+    // connection with no request in flight is closed (GOAWAY) once the time is up.
+    {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        let tcp = TcpStream::connect(gw.base.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(tcp))
+                .await
+                .expect("handshake");
+        let connection = tokio::spawn(connection);
+        let request = http::Request::get(format!("{}/api/a/x", gw.base))
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("answer");
+        assert_eq!(response.status(), 200);
+        let answered = std::time::Instant::now();
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body");
+        tokio::time::timeout(Duration::from_secs(5), connection)
+            .await
+            .expect("the gateway closed the idle HTTP/2 connection")
+            .expect("join")
+            .expect("closed cleanly (GOAWAY)");
+        let idle = answered.elapsed();
+        assert!(idle >= Duration::from_millis(250), "{idle:?}");
+    }
+
     // A download the client does not read: given up once the socket buffers are full and
     // nothing more went out for the send timeout (the upstream connection goes with it),
     // on the gateway's own loop and on a connection hyper serves.

@@ -485,16 +485,20 @@ pub async fn serve_with(
     let builder = Arc::new(hyper_server(timeouts.header));
     accept_until(listener, shutdown, |tcp, peer, stop| {
         let router = router.clone();
+        let in_flight = InFlight::new();
+        let counted = in_flight.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
+            let busy = counted.begin();
+            let answer = router.clone().oneshot(req);
+            async move { answer.await.map(|response| busy.answer(response)) }
         });
         let builder = builder.clone();
         tokio::spawn(async move {
             let io = TokioIo::new(SendTimeout::new(tcp, timeouts.send));
             let connection = builder.serve_connection_with_upgrades(io, service);
-            serve_until_stopped(connection, stop).await;
+            serve_until_stopped(connection, stop, in_flight, timeouts.header).await;
         });
         None
     })
@@ -609,7 +613,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
 /// disconnected (hyper's header read timeout runs from the moment it waits for a request).
 /// An HTTP/2 connection silent for `header_timeout` is pinged, and closed when the ping is
 /// not answered within `header_timeout` again: a peer that vanished does not hold it for
-/// ever (a live client's HTTP/2 stack answers pings by itself).
+/// ever, not even in the middle of a long answer. (A live client's HTTP/2 stack answers
+/// pings by itself: [`serve_until_stopped`] closes a live connection that stays idle.)
 pub fn hyper_server(
     header_timeout: Duration,
 ) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
@@ -634,26 +639,148 @@ pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Runs `connection` until it ends; once `stop` turns true, lets its in-flight requests
-/// finish and closes it. The connection is polled first: its first poll starts a request
-/// whose bytes are already there, so a stop that came meanwhile cannot close the
-/// connection under that request.
-pub async fn serve_until_stopped<C>(connection: C, mut stop: tokio::sync::watch::Receiver<bool>)
-where
+/// Runs `connection` until it ends; once `stop` turns true, or once none of its requests
+/// (counted by `in_flight`) has been in flight for `idle_limit`, lets its in-flight
+/// requests finish and closes it. The idle limit is what ends an HTTP/2 connection whose
+/// client keeps it open without using it (HTTP/1.1 has hyper's header read timeout for
+/// that). The connection is polled first: its first poll starts a request whose bytes are
+/// already there, so a stop that came meanwhile cannot close the connection under that
+/// request.
+pub async fn serve_until_stopped<C>(
+    connection: C,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    in_flight: InFlight,
+    idle_limit: Duration,
+) where
     C: hyper_util::server::graceful::GracefulConnection,
     C::Error: std::fmt::Display,
 {
     tokio::pin!(connection);
-    let result = tokio::select! {
-        biased;
-        result = connection.as_mut() => result,
-        () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let result = loop {
+        // While requests are in flight, looked at again one limit later.
+        let check = in_flight
+            .idle_until(idle_limit)
+            .unwrap_or_else(|| tokio::time::Instant::now() + idle_limit);
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => break result,
+            () = stopped(&mut stop) => {}
+            () = tokio::time::sleep_until(check) => {
+                // A request came and went meanwhile, or one is in flight now.
+                let idle = in_flight.idle_until(idle_limit);
+                if idle.is_none_or(|until| until > tokio::time::Instant::now()) {
+                    continue;
+                }
+            }
         }
+        connection.as_mut().graceful_shutdown();
+        break connection.await;
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The requests in flight on one connection, and since when it has had none (see
+/// [`serve_until_stopped`]). Clones count together.
+#[derive(Clone)]
+pub struct InFlight(Arc<InFlightState>);
+
+struct InFlightState {
+    count: std::sync::atomic::AtomicUsize,
+    /// When the count last fell to zero, or the connection opened.
+    idle_since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl InFlight {
+    /// A new connection's count: nothing in flight, idle from now.
+    pub fn new() -> InFlight {
+        InFlight(Arc::new(InFlightState {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }))
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped: with the
+    /// request's future, or with its answer's body once [`Busy::answer`] has moved it there.
+    pub fn begin(&self) -> Busy {
+        self.0
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// When the connection will have been idle for `limit`; `None` while a request is in
+    /// flight.
+    fn idle_until(&self, limit: Duration) -> Option<tokio::time::Instant> {
+        if self.0.count.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self
+            .0
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(since + limit)
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight::new()
+    }
+}
+
+/// One request in flight on a connection ([`InFlight::begin`]).
+pub struct Busy(InFlight);
+
+impl Busy {
+    /// `response`, whose body now holds this request in flight until it has been sent (or
+    /// dropped): a long answer, an event stream say, is a request in flight.
+    pub fn answer(self, response: Response) -> Response {
+        response.map(|body| Body::new(Answering { body, _busy: self }))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let state = &self.0 .0;
+        if state
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            *state
+                .idle_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// An answer's body that keeps its request counted in flight ([`Busy::answer`]).
+struct Answering {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Answering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -770,14 +897,28 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = app().route(
-            "/download",
-            axum::routing::get(|| async {
-                let mib = Bytes::from(vec![b'x'; 1 << 20]);
-                let chunks = (0..DOWNLOAD_MIB).map(move |_| Ok::<_, std::io::Error>(mib.clone()));
-                Body::from_stream(futures_util::stream::iter(chunks))
-            }),
-        );
+        let router = app()
+            .route(
+                "/sleep/{ms}",
+                // Answers at once with a body that takes `ms` to come.
+                axum::routing::get(
+                    |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                        Body::from_stream(futures_util::stream::once(async move {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            Ok::<_, std::io::Error>(Bytes::from_static(b"slept"))
+                        }))
+                    },
+                ),
+            )
+            .route(
+                "/download",
+                axum::routing::get(|| async {
+                    let mib = Bytes::from(vec![b'x'; 1 << 20]);
+                    let chunks =
+                        (0..DOWNLOAD_MIB).map(move |_| Ok::<_, std::io::Error>(mib.clone()));
+                    Body::from_stream(futures_util::stream::iter(chunks))
+                }),
+            );
         let served = tokio::spawn(serve_with(
             listener,
             router,
@@ -845,10 +986,18 @@ mod tests {
             send: Duration::from_secs(60),
         })
         .await;
-        // The HTTP/2 preface and an empty SETTINGS frame, then silence: no request, and no
-        // answer to the server's ping.
-        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
-        let mut stream = sent(addr, preface).await;
+        // The HTTP/2 preface, an empty SETTINGS frame and a request whose answer takes a
+        // minute (HEADERS on stream 1, END_STREAM | END_HEADERS: `:method GET`,
+        // `:scheme http` from the static table, `:path /sleep/60000` as a literal), then
+        // silence: no answer to the server's ping. The request in flight keeps the
+        // connection from being closed as idle; the unanswered ping closes it.
+        let path = b"/sleep/60000";
+        let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_vec();
+        let block_len = 2 + 2 + path.len();
+        opening.extend_from_slice(&[0, 0, block_len as u8, 1, 0x05, 0, 0, 0, 1, 0x82, 0x86]);
+        opening.extend_from_slice(&[0x44, path.len() as u8]);
+        opening.extend_from_slice(path);
+        let mut stream = sent(addr, &opening).await;
         let (raw, waited) = until_closed(&mut stream).await;
         assert!(waited >= Duration::from_millis(500), "{waited:?}");
         // The server's frames: SETTINGS first, and a PING (type 6) before it gave up.
@@ -863,6 +1012,56 @@ mod tests {
             at += 9 + len;
         }
         assert!(frames.contains(&6), "no PING among the frames {frames:?}");
+        stop_serving(stop, served).await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed_once_its_last_answer_is_older_than_the_limit() {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        let (addr, stop, served) = served(ClientTimeouts {
+            header: Duration::from_secs(1),
+            send: Duration::from_secs(60),
+        })
+        .await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake::<_, Body>(TokioIo::new(tcp))
+                .await
+                .expect("handshake");
+        let mut connection = tokio::spawn(connection);
+        // An answer whose body takes longer than the limit is a request in flight: it comes
+        // in full, and the connection stays open for the next request.
+        for ms in [1500, 0] {
+            let request = axum::http::Request::get(format!("http://{addr}/sleep/{ms}"))
+                .body(Body::empty())
+                .expect("request");
+            let response = sender.send_request(request).await.expect("answer");
+            let body = axum::body::to_bytes(Body::new(response.into_body()), 1024)
+                .await
+                .expect("body");
+            assert_eq!(&body[..], b"slept");
+        }
+        let answered = std::time::Instant::now();
+        // Then the connection, idle but live (hyper's client answers pings), is still open
+        // just before the limit and closed by the server soon after it.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut connection)
+                .await
+                .is_err(),
+            "closed before the idle limit"
+        );
+        tokio::time::timeout(Duration::from_secs(5), connection)
+            .await
+            .expect("the server closed the idle connection")
+            .expect("join")
+            .expect("closed cleanly (GOAWAY)");
+        assert!(
+            answered.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            answered.elapsed()
+        );
         stop_serving(stop, served).await;
     }
 
