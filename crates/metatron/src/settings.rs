@@ -150,7 +150,53 @@ const SECTIONS: &[&str] = &[
 impl Settings {
     /// Loads defaults < `file` (when it exists) < `METATRON_*` < `flags`.
     pub fn load(file: Option<&Path>, flags: Overrides) -> Result<Settings, String> {
-        config::load(file, SECTIONS, flags)
+        let settings: Settings = config::load(file, SECTIONS, flags)?;
+        settings.check_timeouts()?;
+        Ok(settings)
+    }
+
+    /// Refuses a timeout of 0 ms: it would not switch the limit off but be a limit of 0 ms
+    /// (a login answers `request_timeout`, a kept-alive connection closes after each
+    /// answer, an HTTP/2 connection is closed as idle before its first request).
+    fn check_timeouts(&self) -> Result<(), String> {
+        let (http, gateway) = (&self.http, &self.gateway);
+        let named = [
+            ("http.request_timeout_ms", http.request_timeout_ms),
+            (
+                "http.client_header_timeout_ms",
+                http.client_header_timeout_ms,
+            ),
+            ("http.client_send_timeout_ms", http.client_send_timeout_ms),
+            ("gateway.connect_timeout_ms", gateway.connect_timeout_ms),
+            ("gateway.request_timeout_ms", gateway.request_timeout_ms),
+            (
+                "gateway.health_check_timeout_ms",
+                gateway.health_check_timeout_ms,
+            ),
+            (
+                "gateway.client_idle_timeout_ms",
+                gateway.client_idle_timeout_ms,
+            ),
+            (
+                "gateway.client_header_timeout_ms",
+                gateway.client_header_timeout_ms,
+            ),
+            (
+                "gateway.client_send_timeout_ms",
+                gateway.client_send_timeout_ms,
+            ),
+        ]
+        .map(|(name, ms)| (name.to_string(), ms));
+        let routes = gateway
+            .route_timeouts_ms
+            .iter()
+            .map(|(route, ms)| (format!("gateway.route_timeouts_ms.\"{route}\""), *ms));
+        match named.into_iter().chain(routes).find(|(_, ms)| *ms == 0) {
+            Some((name, _)) => Err(format!(
+                "{name} must be at least 1 (milliseconds): 0 does not turn the timeout off"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The database settings of each service, by name.

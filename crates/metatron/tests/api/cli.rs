@@ -190,6 +190,29 @@ async fn unknown_or_invalid_settings_fail_naming_the_setting() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A timeout of 0 would fail every request at once; it is refused, not taken as "off".
+    for (variable, setting) in [
+        (
+            "METATRON_HTTP_CLIENT_HEADER_TIMEOUT_MS",
+            "http.client_header_timeout_ms",
+        ),
+        (
+            "METATRON_GATEWAY_REQUEST_TIMEOUT_MS",
+            "gateway.request_timeout_ms",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_metatron"))
+            .args(["inspect"])
+            .env(variable, "0")
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{variable}=0 was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{setting} must be at least 1")),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
