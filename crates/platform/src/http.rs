@@ -684,44 +684,41 @@ pub async fn serve_until_stopped<C>(
 /// The requests in flight on one connection, and since when it has had none (see
 /// [`serve_until_stopped`]). Clones count together.
 #[derive(Clone)]
-pub struct InFlight(Arc<InFlightState>);
+pub struct InFlight(Arc<std::sync::Mutex<Requests>>);
 
-struct InFlightState {
-    count: std::sync::atomic::AtomicUsize,
-    /// When the count last fell to zero, or the connection opened.
-    idle_since: std::sync::Mutex<tokio::time::Instant>,
+struct Requests {
+    in_flight: usize,
+    /// When `in_flight` last fell to zero, or the connection opened.
+    idle_since: tokio::time::Instant,
 }
 
 impl InFlight {
     /// A new connection's count: nothing in flight, idle from now.
     pub fn new() -> InFlight {
-        InFlight(Arc::new(InFlightState {
-            count: std::sync::atomic::AtomicUsize::new(0),
-            idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
-        }))
+        InFlight(Arc::new(std::sync::Mutex::new(Requests {
+            in_flight: 0,
+            idle_since: tokio::time::Instant::now(),
+        })))
+    }
+
+    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts a request as in flight until the returned guard is dropped: with the
     /// request's future, or with its answer's body once [`Busy::answer`] has moved it there.
     pub fn begin(&self) -> Busy {
-        self.0
-            .count
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.requests().in_flight += 1;
         Busy(self.clone())
     }
 
     /// When the connection will have been idle for `limit`; `None` while a request is in
     /// flight.
     fn idle_until(&self, limit: Duration) -> Option<tokio::time::Instant> {
-        if self.0.count.load(std::sync::atomic::Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = *self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(since + limit)
+        let requests = self.requests();
+        (requests.in_flight == 0).then(|| requests.idle_since + limit)
     }
 }
 
@@ -744,16 +741,10 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let state = &self.0 .0;
-        if state
-            .count
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            *state
-                .idle_since
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        let mut requests = self.0.requests();
+        requests.in_flight -= 1;
+        if requests.in_flight == 0 {
+            requests.idle_since = tokio::time::Instant::now();
         }
     }
 }

@@ -190,7 +190,7 @@ async fn unknown_or_invalid_settings_fail_naming_the_setting() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A timeout of 0 would fail every request at once; it is refused, not taken as "off".
+    // A timeout of 0 would be a limit of 0 ms, not "off": it is refused.
     for (variable, setting) in [
         (
             "METATRON_HTTP_CLIENT_HEADER_TIMEOUT_MS",
